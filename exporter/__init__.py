@@ -1,0 +1,3 @@
+"""Keeps SendGrid Marketing Campaigns contact lists in step with customer segments."""
+
+__version__ = "0.1.0"

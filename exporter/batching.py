@@ -1,0 +1,109 @@
+"""Pack contacts into the fewest upsert requests that SendGrid's limits allow.
+
+`PUT /v3/marketing/contacts` takes at most 30,000 contacts or 6 MB, whichever is lower. We
+count the exact UTF-8 size of the whole request body (envelope with its list ids included) and
+stay a margin below 6,000,000 bytes. Packing is greedy in file order, which gives the fewest
+batches of any packing that keeps that order: each greedy batch ends no earlier than the
+corresponding batch of any other order-keeping packing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+MAX_CONTACTS: Final = 30_000
+MAX_BODY_BYTES: Final = 6_000_000
+"""SendGrid's "6MB", read as decimal megabytes: already below 6 MiB."""
+SAFETY_MARGIN: Final = 64 * 1024
+"""Kept free below MAX_BODY_BYTES, in case SendGrid counts a little differently than we do."""
+
+PLACEHOLDER_LIST_ID: Final = "00000000-0000-0000-0000-000000000000"
+
+
+def envelope(list_ids: Sequence[str]) -> tuple[str, str]:
+    """The body text before and after the contacts of an upsert request."""
+    ids = ",".join(f'"{i}"' for i in list_ids)
+    return '{"list_ids":[' + ids + '],"contacts":[', "]}"
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """The limits one upsert request must respect; tests shrink them to exercise packing."""
+
+    max_contacts: int = MAX_CONTACTS
+    max_body_bytes: int = MAX_BODY_BYTES - SAFETY_MARGIN
+    list_ids: tuple[str, ...] = (PLACEHOLDER_LIST_ID,)
+
+    @property
+    def envelope_bytes(self) -> int:
+        head, tail = envelope(self.list_ids)
+        return utf8_size(head) + utf8_size(tail)
+
+    @property
+    def max_contact_bytes(self) -> int:
+        """The largest single contact that fits in a request on its own."""
+        return self.max_body_bytes - self.envelope_bytes
+
+
+DEFAULT_LIMITS: Final = BatchLimits()
+
+
+@dataclass(slots=True)
+class Batch:
+    """Consecutive valid contacts (as JSON texts) that make one upsert request."""
+
+    index: int
+    contacts: list[str] = field(default_factory=list)
+    body_bytes: int = 0
+    """Exact UTF-8 size of `body(list_ids)` for the list ids the limits were made with."""
+
+    def contacts_json(self) -> str:
+        return "[" + ",".join(self.contacts) + "]"
+
+    def body(self, list_ids: Sequence[str]) -> bytes:
+        head, tail = envelope(list_ids)
+        return (head + ",".join(self.contacts) + tail).encode("utf-8")
+
+
+class BatchPacker:
+    """Feed contacts in order with `add`; it hands back each batch as soon as it is full."""
+
+    def __init__(self, limits: BatchLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._envelope = limits.envelope_bytes
+        self._max_contacts = limits.max_contacts
+        self._max_bytes = limits.max_body_bytes
+        self._index = 0
+        self._open = Batch(0, [], self._envelope)
+
+    def add(self, contact: str, size: int) -> Batch | None:
+        """Add a contact of `size` UTF-8 bytes (at most `limits.max_contact_bytes`).
+
+        Returns the batch this contact closed, if adding it would have broken a limit.
+        """
+        batch = self._open
+        n = len(batch.contacts)
+        closed = None
+        if n and (n >= self._max_contacts or batch.body_bytes + 1 + size > self._max_bytes):
+            closed = batch
+            self._index += 1
+            batch = self._open = Batch(self._index, [], self._envelope)
+            n = 0
+        batch.contacts.append(contact)
+        batch.body_bytes += size + 1 if n else size
+        return closed
+
+    def finish(self) -> Batch | None:
+        """The last, partly filled batch (None when no contact was added since the last one)."""
+        batch = self._open
+        if not batch.contacts:
+            return None
+        self._index += 1
+        self._open = Batch(self._index, [], self._envelope)
+        return batch

@@ -1,0 +1,231 @@
+"""Turn one mapped row into a SendGrid contact, or say exactly why it cannot be one.
+
+This is the hot path (a million rows per run): a contact is built directly as its compact JSON
+text (the fragment that goes into the upsert body), so its size is known exactly and nothing is
+serialised twice. Blank optional fields are left out, so an upsert never blanks a value that
+SendGrid already holds; SendGrid leaves omitted fields as they were.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from json.encoder import encode_basestring  # the C encoder; keeps non-ASCII as UTF-8
+from typing import Final
+
+from exporter.mapping import CUSTOM_PREFIX, MAX_ALTERNATE_EMAILS, FieldSpec
+from exporter.snapshots import FIELD_CAP, RowProblem
+
+EMAIL_MAX: Final = 254
+_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_TLD = r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})"
+# RFC 5321 dot-atom local part (at most 64 characters) @ a DNS name with a real top-level domain,
+# after lower-casing. No quoted local parts, IP literals or non-ASCII: SendGrid accepts none of them
+# reliably, and one bad address can fail a whole batch.
+EMAIL_RE: Final = re.compile(rf"(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+{_TLD}")
+_PHONE_STRIP = re.compile(r"[\s().-]+")
+_PHONE_RE: Final = re.compile(r"\+[1-9][0-9]{6,14}")
+_LIST_SPLIT = re.compile(r"[\s,;]+")
+
+REJECT_REASONS: Final = {
+    "missing_email": "the email field is empty",
+    "invalid_email": "the email is not a valid address",
+    "email_too_long": f"the email is longer than {EMAIL_MAX} characters",
+    "identifier_too_long": "external_id or anonymous_id is longer than SendGrid allows",
+    "contact_too_large": "the contact alone is larger than one upsert request may be",
+    "bad_unicode": "a field holds text that cannot be encoded as UTF-8",
+    "ragged_row": "the row has a different number of fields than the header",
+    "field_too_large": "a field is longer than 64 KiB",
+    "nul_byte": "a field holds a NUL character",
+    "invalid_json": "a JSON Lines line is not valid JSON",
+    "not_json_object": "a JSON Lines line is not a JSON object",
+    "bad_value": "a JSON value is an object or array where text is expected",
+    "line_too_long": "a JSON Lines line is longer than 1 MiB",
+}
+"""Every reason code a rejected row can carry, with what it means (README lists them too)."""
+
+_MISSING_EMAIL: Final = RowProblem("missing_email", "the email field is empty")
+
+Built = tuple[str, str] | RowProblem
+Step = Callable[[str, str], "str | RowProblem | None"]
+"""(trimmed non-empty value, the row's email) -> JSON member, a problem, or None to omit it."""
+"""(normalised email, contact JSON) or the problem that rejects the row."""
+
+
+def email_problem(email: str) -> str:
+    """Why a (lower-cased, trimmed) email is invalid, without repeating the address itself."""
+    local, at, domain = email.partition("@")
+    if not at:
+        return "the email has no @"
+    if "@" in domain:
+        return "the email has more than one @"
+    if not local:
+        return "the email has nothing before the @"
+    if not domain:
+        return "the email has nothing after the @"
+    if any(c.isspace() for c in email):
+        return "the email contains a space"
+    if not email.isascii():
+        return "the email contains non-ASCII characters"
+    if len(local) > 64:
+        return "the part before the @ is longer than 64 characters"
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return "the part before the @ has a misplaced dot"
+    if not re.fullmatch(rf"{_ATOM}(?:\.{_ATOM})*", local):
+        return "the part before the @ holds a character an address cannot have"
+    if "." not in domain:
+        return "the domain has no dot (no top-level domain)"
+    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        return "the domain has a misplaced dot"
+    return "the domain is not a valid host name"
+
+
+def truncate(value: str, limit: int) -> str:
+    """Cut to at most `limit` characters without leaving half a character (a base letter
+    separated from its combining accent, or half of a joined emoji) or trailing spaces."""
+    cut = limit
+    while cut > 0 and (unicodedata.combining(value[cut]) or value[cut] in "\u200d\ufe0f"):
+        cut -= 1
+    if cut > 0 and value[cut - 1] == "\u200d":
+        cut -= 1
+    return value[:cut].rstrip()
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+class ContactBuilder:
+    """Builds contacts for one resolved mapping; counts warnings as it goes.
+
+    `custom_field_ids` maps a custom field's name to its SendGrid id (`e1_T`); without it (a dry
+    run) the name itself is used as the key.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[FieldSpec],
+        custom_field_ids: Mapping[str, str] | None = None,
+    ) -> None:
+        if not fields or fields[0].kind != "email":
+            raise ValueError("the first mapped field must be email")
+        self.warnings: Counter[str] = Counter()
+        texts: list[tuple[int, str, int]] = []
+        steps: list[tuple[int, Step]] = []
+        customs: list[tuple[int, str]] = []
+        for i, spec in enumerate(fields[1:], start=1):
+            if spec.kind == "custom":
+                name = spec.name[len(CUSTOM_PREFIX) :]
+                key = (custom_field_ids or {}).get(name, name)
+                customs.append((i, encode_basestring(key) + ":"))
+            elif spec.kind == "text":
+                limit = spec.max_length if spec.max_length is not None else FIELD_CAP
+                texts.append((i, encode_basestring(spec.name) + ":", limit))
+            else:
+                steps.append((i, self._step(spec)))
+        self._names = [spec.name for spec in fields]
+        self._texts = tuple(texts)
+        self._steps = tuple(steps)
+        self._customs = tuple(customs)
+
+    def _step(self, spec: FieldSpec) -> Step:
+        """The rarer field kinds: a function from a trimmed, non-empty value to its JSON member."""
+        prefix = encode_basestring(spec.name) + ":"
+        limit = spec.max_length
+        warnings = self.warnings
+        if spec.kind == "identifier":
+
+            def identifier(value: str, email: str) -> str | RowProblem:
+                if limit is not None and len(value) > limit:
+                    return RowProblem(
+                        "identifier_too_long",
+                        f"{spec.name} is {len(value)} characters; SendGrid allows {limit}",
+                    )
+                return prefix + encode_basestring(value)
+
+            return identifier
+        if spec.kind == "phone":
+
+            def phone(value: str, email: str) -> str | None:
+                number = _PHONE_STRIP.sub("", value)
+                if not _PHONE_RE.fullmatch(number):
+                    warnings["phone_number_id_invalid"] += 1
+                    return None
+                return prefix + encode_basestring(number)
+
+            return phone
+        if spec.kind == "emails":
+            return self._alternate_emails_step(prefix)
+        raise ValueError(f"no step for field kind {spec.kind!r}")
+
+    def _alternate_emails_step(self, prefix: str) -> Step:
+        warnings = self.warnings
+
+        def alternate_emails(value: str, primary: str) -> str | None:
+            kept: list[str] = []
+            for item in _LIST_SPLIT.split(value):
+                email = item.lower()
+                if not email or email == primary or email in kept:
+                    continue
+                if len(email) > EMAIL_MAX or not EMAIL_RE.fullmatch(email):
+                    warnings["alternate_email_invalid"] += 1
+                    continue
+                kept.append(email)
+            if len(kept) > MAX_ALTERNATE_EMAILS:
+                warnings["alternate_emails_over_limit"] += 1
+                del kept[MAX_ALTERNATE_EMAILS:]
+            if not kept:
+                return None
+            # Validated addresses hold no character that JSON must escape.
+            return prefix + '["' + '","'.join(kept) + '"]'
+
+        return alternate_emails
+
+    def build(self, values: Sequence[str]) -> Built:
+        """(email, contact JSON) for a valid row, else the RowProblem that rejects it."""
+        email = values[0].strip().lower()
+        if not email:
+            return _MISSING_EMAIL
+        if len(email) > EMAIL_MAX:
+            return RowProblem(
+                "email_too_long", f"the email is {len(email)} characters; SendGrid allows 254"
+            )
+        if not EMAIL_RE.fullmatch(email):
+            return RowProblem("invalid_email", email_problem(email))
+        # A validated address holds no character that JSON must escape.
+        parts = ['{"email":"' + email + '"']
+        for i, prefix, limit in self._texts:
+            value = values[i].strip()
+            if value:
+                if len(value) > limit:
+                    cut = self._over_limit(i, value, limit)
+                    if type(cut) is not str:
+                        return cut  # type: ignore[return-value]  # a RowProblem
+                    value = cut
+                parts.append(prefix + encode_basestring(value))
+        for i, step in self._steps:
+            value = values[i].strip()
+            if value:
+                member = step(value, email)
+                if type(member) is str:
+                    parts.append(member)
+                elif member is not None:
+                    return member  # type: ignore[return-value]  # a RowProblem
+        if self._customs:
+            custom = [
+                key + encode_basestring(v) for i, key in self._customs if (v := values[i].strip())
+            ]
+            if custom:
+                parts.append('"custom_fields":{' + ",".join(custom) + "}")
+        return email, ",".join(parts) + "}"
+
+    def _over_limit(self, i: int, value: str, limit: int) -> str | RowProblem:
+        """Truncate a field over SendGrid's limit (a warning); reject one over our own cap."""
+        name = self._names[i]
+        if limit == FIELD_CAP:
+            return RowProblem("field_too_large", f"{name} holds more than {FIELD_CAP:,} characters")
+        self.warnings[name + "_truncated"] += 1
+        return truncate(value, limit)
