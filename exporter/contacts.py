@@ -223,9 +223,10 @@ class ContactBuilder:
         return email, ",".join(parts) + "}"
 
     def _over_limit(self, i: int, value: str, limit: int) -> str | RowProblem:
-        """Truncate a field over SendGrid's limit (a warning); reject one over our own cap."""
+        """Reject a field over our own cap (not a profile value); truncate one over SendGrid's
+        limit (a warning)."""
         name = self._names[i]
-        if limit == FIELD_CAP:
+        if len(value) > FIELD_CAP:
             return RowProblem("field_too_large", f"{name} holds more than {FIELD_CAP:,} characters")
         self.warnings[name + "_truncated"] += 1
         return truncate(value, limit)

@@ -17,7 +17,7 @@ import io
 import itertools
 import json
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -122,8 +122,9 @@ class _Counted(io.BufferedIOBase):
         self.last_len = 0
         self._pending = b""
         self.suspicious = False
-        """Set once a chunk holds a NUL byte or no line break at all: from then on, rows get the
-        full (slower) per-field checks. Clean files never pay for them."""
+        """Set once a chunk holds a NUL byte or a line longer than FIELD_CAP bytes ends: from then
+        on, rows get the full (slower) per-field checks. Clean files never pay for them."""
+        self._run = 0  # bytes since the last line break, across chunks
 
     @property
     def name(self) -> str:
@@ -158,7 +159,6 @@ class _Counted(io.BufferedIOBase):
                 "truncated_gzip",
                 "the gzip data is truncated: the compressed stream ends before its end marker "
                 f"after {self._raw.consumed:,} compressed bytes; upload the complete file",
-                offset=self.total,
             ) from None
         except (zlib.error, gzip.BadGzipFile, OSError) as exc:
             if not self._gzipped:
@@ -166,21 +166,30 @@ class _Counted(io.BufferedIOBase):
             raise SnapshotError(
                 "corrupt_gzip",
                 f"the gzip data is corrupt ({exc}) near compressed byte {self._raw.consumed:,}",
-                offset=self.total,
             ) from None
 
     def read1(self, size: int | None = -1, /) -> bytes:
         if self._pending:
             data, self._pending = self._pending, b""
         else:
-            data = self._pull(size if size and size > 0 else _CHUNK)
+            data = self._pull(min(size, _CHUNK) if size and size > 0 else _CHUNK)
         self.last_start = self.total
         self.last_newlines = self.newlines
         self.last_len = len(data)
         self.total += len(data)
         newlines = data.count(b"\n")
         self.newlines += newlines
-        if b"\x00" in data or (not newlines and len(data) >= _CHUNK):
+        # A line inside one chunk (at most _CHUNK <= FIELD_CAP bytes) cannot hold a field over
+        # FIELD_CAP characters; only lines that cross chunk boundaries need measuring.
+        if newlines:
+            if self._run + data.index(b"\n") > FIELD_CAP:
+                self.suspicious = True
+            self._run = len(data) - data.rindex(b"\n") - 1
+        else:
+            self._run += len(data)
+            if self._run > FIELD_CAP:
+                self.suspicious = True
+        if b"\x00" in data:
             self.suspicious = True
         return data
 
@@ -194,14 +203,17 @@ class _Counted(io.BufferedIOBase):
 
     def decode_error(self, exc: UnicodeDecodeError) -> SnapshotError:
         """Place a decode error: the decoder's object is its pending bytes + the latest chunk."""
-        bad = exc.object[exc.start : exc.start + 1]
         pending = len(exc.object) - self.last_len
         offset = self.last_start - pending + exc.start
         line = self.last_newlines + exc.object[: exc.start].count(b"\n") + 1
-        what = f"byte 0x{bad.hex().upper()}" if bad else "an incomplete character at the end"
+        if exc.reason == "unexpected end of data":
+            what = "it ends with an incomplete character"
+        else:
+            bad = exc.object[exc.start : exc.start + 1].hex().upper()
+            what = f"byte 0x{bad} cannot be decoded"
         return SnapshotError(
             "not_utf8",
-            f"the file is not UTF-8 text: {what} cannot be decoded; save it as UTF-8",
+            f"the file is not UTF-8 text: {what}; save it as UTF-8",
             line=line,
             offset=offset,
         )
@@ -495,13 +507,18 @@ def _json_record(line: str, keys: Sequence[str], loads: Callable[[str], object])
                 )
             converted.append(text)
         out = tuple(converted)
-    for key, value in zip(keys, out, strict=True):
-        if len(value) > FIELD_CAP:
-            return RowProblem(
-                "field_too_large", f"key {key!r} holds more than {FIELD_CAP:,} characters"
-            )
-        if "\x00" in value:
-            return RowProblem("nul_byte", f"key {key!r} holds a NUL character")
+    # Mapped keys always; all keys when the raw line is long enough or holds an escaped NUL.
+    pairs: Iterable[tuple[object, object]] = zip(keys, out, strict=True)
+    if len(line) > FIELD_CAP or "\\u0000" in line:
+        pairs = itertools.chain(pairs, obj.items())
+    for name, item in pairs:
+        if isinstance(item, str):
+            if len(item) > FIELD_CAP:
+                return RowProblem(
+                    "field_too_large", f"key {name!r} holds more than {FIELD_CAP:,} characters"
+                )
+            if "\x00" in item:
+                return RowProblem("nul_byte", f"key {name!r} holds a NUL character")
     if not "".join(out).strip() and all(_is_blank(v) for v in obj.values()):
         return BLANK
     return out
