@@ -1,0 +1,5 @@
+"""`python -m exporter` runs the command-line interface."""
+
+from exporter.cli import main
+
+raise SystemExit(main())
