@@ -94,10 +94,6 @@ def truncate(value: str, limit: int) -> str:
     return value[:cut].rstrip()
 
 
-def normalise_email(value: str) -> str:
-    return value.strip().lower()
-
-
 class ContactBuilder:
     """Builds contacts for one resolved mapping; counts warnings as it goes.
 
@@ -215,9 +211,13 @@ class ContactBuilder:
                 elif member is not None:
                     return member  # type: ignore[return-value]  # a RowProblem
         if self._customs:
-            custom = [
-                key + encode_basestring(v) for i, key in self._customs if (v := values[i].strip())
-            ]
+            custom = []
+            for i, key in self._customs:
+                value = values[i].strip()
+                if value:
+                    if len(value) > FIELD_CAP:
+                        return self._over_limit(i, value, FIELD_CAP)  # type: ignore[return-value]
+                    custom.append(key + encode_basestring(value))
             if custom:
                 parts.append('"custom_fields":{' + ",".join(custom) + "}")
         return email, ",".join(parts) + "}"

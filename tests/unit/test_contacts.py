@@ -116,6 +116,32 @@ def test_field_without_sendgrid_limit_over_our_cap_rejects_the_row():
     assert "postal_code" in built.message
 
 
+@pytest.mark.parametrize("field", ["first_name", "custom:notes"])
+def test_mapped_field_over_our_cap_rejects_the_row_even_with_a_sendgrid_limit(field):
+    built = builder(field).build(("a@b.co", "y" * (FIELD_CAP + 1)))
+    assert isinstance(built, RowProblem)
+    assert built.reason == "field_too_large"
+
+
+def test_multi_line_quoted_field_over_the_cap_is_rejected_through_the_reader():
+    import io
+
+    from exporter.mapping import FieldMapping
+    from exporter.planning import plan_file
+
+    note = "\n".join(["x" * 1000] * 70)  # 70 KB in short lines: no long physical line
+    data = f'Email,Note\na@b.co,"{note}"\nc@d.co,ok\n'.encode()
+    rejects = []
+    stats = plan_file(
+        io.BytesIO(data),
+        FieldMapping.parse(["custom:note=Note"]),
+        name="x.csv",
+        on_reject=rejects.append,
+    )
+    assert [(r.row, r.reason) for r in rejects] == [(1, "field_too_large")]
+    assert stats.valid == 1
+
+
 def test_over_long_identifier_rejects_rather_than_truncates():
     built = builder("external_id").build(("a@b.co", "x" * 255))
     assert isinstance(built, RowProblem)
