@@ -2,6 +2,7 @@ import pytest
 
 from exporter.errors import MappingError
 from exporter.mapping import FieldMapping, field_spec, normalise_column
+from exporter.samples import HEADER
 
 
 def resolved(columns, *items):
@@ -10,18 +11,7 @@ def resolved(columns, *items):
 
 
 def test_default_mapping_recognises_customer_insights_columns():
-    cols = [
-        "CustomerId",
-        "FirstName",
-        "LastName",
-        "PrimaryEmail",
-        "City",
-        "StateProvince",
-        "CountryRegion",
-        "PostalCode",
-        "LoyaltyTier",
-    ]
-    assert resolved(cols) == {
+    assert resolved(HEADER) == {  # the columns of a Customer Insights export
         "email": "PrimaryEmail",
         "first_name": "FirstName",
         "last_name": "LastName",
