@@ -28,6 +28,12 @@ def envelope(list_ids: Sequence[str]) -> tuple[str, str]:
     return '{"list_ids":[' + ids + '],"contacts":[', "]}"
 
 
+def upsert_body(list_ids: Sequence[str], contacts_json: str) -> bytes:
+    """The `PUT /v3/marketing/contacts` body for a JSON array of contacts, as sent."""
+    head, tail = envelope(list_ids)
+    return (head + contacts_json[1:-1] + tail).encode("utf-8")
+
+
 def utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
@@ -67,8 +73,7 @@ class Batch:
         return "[" + ",".join(self.contacts) + "]"
 
     def body(self, list_ids: Sequence[str]) -> bytes:
-        head, tail = envelope(list_ids)
-        return (head + ",".join(self.contacts) + tail).encode("utf-8")
+        return upsert_body(list_ids, self.contacts_json())
 
 
 class BatchPacker:

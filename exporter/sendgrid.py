@@ -1,0 +1,462 @@
+"""SendGrid Marketing Campaigns client: the calls an export makes, with errors a caller can act on.
+
+Built on urllib3 rather than the official `sendgrid` package, whose transport
+(`python_http_client` on urllib) does not fit us:
+- it re-serialises every body with `json.dumps` (ASCII-escaped), so a body we packed and measured
+  at 5.9 MB of UTF-8 could grow past SendGrid's 6 MB limit, and bytes cannot be sent as they are;
+- it logs request headers at DEBUG, which include the API key, and response bodies, which
+  include email addresses;
+- it opens a new connection (TLS handshake) for every request, and timeouts or connection
+  errors surface as raw urllib exceptions.
+
+Here: one pooled keep-alive connection per host, a timeout on every call, no retries inside the
+client (queues retry, with the delays SendGrid asks for), and errors as types:
+`RateLimited` (when to try again), `TransientError` (5xx, timeouts, connection errors),
+`Unauthorized` (401/403: fix the key, do not retry), `Rejected` (other 4xx, with SendGrid's
+`errors`). The API key never appears in an exception, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import urllib3
+
+from exporter.batching import upsert_body
+from exporter.errors import ExporterError
+from exporter.redact import mask_emails
+from exporter.settings import SendGridSettings
+
+log = logging.getLogger(__name__)
+
+SEARCH_CHUNK: Final = 100
+"""`POST /v3/marketing/contacts/search/emails` takes at most 100 emails."""
+REMOVE_CHUNK: Final = 100
+"""Contact ids per `DELETE .../lists/{id}/contacts` (36 characters each): a 3.7 KB query."""
+LIST_PAGE_SIZE: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """One entry of SendGrid's `errors` array (addresses masked)."""
+
+    message: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """What `X-RateLimit-*` said on the latest answer; `reset_at` is epoch seconds."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float | None = None
+
+
+class SendGridError(ExporterError):
+    """A call to SendGrid failed. `status` is the HTTP status, None when there was no answer."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, errors: Sequence[ApiError] = ()
+    ) -> None:
+        detail = "; ".join(str(e) for e in errors[:5])
+        more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{message}: {detail}{more}" if detail else message)
+        self.status = status
+        self.errors = tuple(errors)
+
+
+class TransientError(SendGridError):
+    """5xx, a timeout or a connection error: the same call may well succeed later."""
+
+
+class RateLimited(TransientError):
+    """429 (or our own reading of `X-RateLimit-Remaining: 0`): try again after `retry_after`."""
+
+    def __init__(self, message: str, *, retry_after: float, status: int | None = 429) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+        """Seconds to wait, from SendGrid's `Retry-After` or `X-RateLimit-Reset` (at least 1)."""
+
+
+class Unauthorized(SendGridError):
+    """401/403: the API key is wrong, revoked or lacks the Marketing scopes. Retrying won't help."""
+
+
+class Rejected(SendGridError):
+    """Another 4xx: SendGrid refuses this request as it is (see `errors`)."""
+
+
+class NotFound(Rejected):
+    """404: the list, job or contacts do not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportJob:
+    """An upsert's asynchronous job: `pending`, then `completed`, `errored` or `failed`."""
+
+    id: str
+    status: str
+    requested: int = 0
+    created: int = 0
+    updated: int = 0
+    errored: int = 0
+    errors_url: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.status != "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class ContactList:
+    id: str
+    name: str
+    contact_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDefinition:
+    id: str
+    name: str
+    field_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDefinitions:
+    """Custom and reserved fields by name; custom field values are sent keyed by `id`."""
+
+    custom: Mapping[str, FieldDefinition] = field(default_factory=dict)
+    reserved: Mapping[str, FieldDefinition] = field(default_factory=dict)
+
+
+class SendGridClient:
+    """One API key against one SendGrid base URL. Thread-safe (urllib3's pool is)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        settings: SendGridSettings | None = None,
+        *,
+        pool: urllib3.PoolManager | None = None,
+    ) -> None:
+        if not api_key or not api_key.strip():
+            raise Unauthorized("no SendGrid API key was given")
+        self.settings = settings or SendGridSettings()
+        self._base = self.settings.base_url
+        self._headers = {
+            "Authorization": f"Bearer {api_key.strip()}",
+            "Accept": "application/json",
+            "User-Agent": "segment-sendgrid-exporter",
+        }
+        self._timeout = urllib3.Timeout(
+            connect=self.settings.connect_timeout_seconds, read=self.settings.timeout_seconds
+        )
+        self._pool = pool or urllib3.PoolManager(num_pools=4, maxsize=8, retries=False)
+        self._limits: dict[str, RateLimit] = {}
+
+    def __repr__(self) -> str:
+        return f"SendGridClient(base_url={self._base!r}, api_key=<hidden>)"
+
+    # --- the calls an export makes -----------------------------------------------------------
+
+    def upsert(self, list_ids: Sequence[str], contacts_json: str) -> str:
+        """Queue an upsert of a JSON array of contacts into `list_ids`; returns the job id.
+
+        202 means queued, not imported: follow the job with `import_status`.
+        """
+        answer = self._call(
+            "PUT", "/v3/marketing/contacts", body=upsert_body(list_ids, contacts_json)
+        )
+        return str(_require(answer, "job_id"))
+
+    def import_status(self, job_id: str) -> ImportJob:
+        answer = self._call("GET", f"/v3/marketing/contacts/imports/{quote(job_id, safe='')}")
+        results = answer.get("results") or {}
+        return ImportJob(
+            id=str(answer.get("id", job_id)),
+            status=str(_require(answer, "status")),
+            requested=int(results.get("requested_count") or 0),
+            created=int(results.get("created_count") or 0),
+            updated=int(results.get("updated_count") or 0),
+            errored=int(results.get("errored_count") or 0),
+            errors_url=results.get("errors_url") or None,
+        )
+
+    def field_definitions(self) -> FieldDefinitions:
+        answer = self._call("GET", "/v3/marketing/field_definitions")
+        return FieldDefinitions(
+            custom={d.name: d for d in map(_field, answer.get("custom_fields") or [])},
+            reserved={d.name: d for d in map(_field, answer.get("reserved_fields") or [])},
+        )
+
+    def create_field(self, name: str, field_type: str) -> FieldDefinition:
+        answer = self._call(
+            "POST",
+            "/v3/marketing/field_definitions",
+            body=_json({"name": name, "field_type": field_type}),
+        )
+        return _field(answer)
+
+    def get_list(self, list_id: str) -> ContactList:
+        return _list(self._call("GET", f"/v3/marketing/lists/{quote(list_id, safe='')}"))
+
+    def lists(self) -> Iterator[ContactList]:
+        """Every list of the account, page by page."""
+        query: dict[str, str] = {"page_size": str(LIST_PAGE_SIZE)}
+        while True:
+            answer = self._call("GET", "/v3/marketing/lists", query=query)
+            for item in answer.get("result") or []:
+                yield _list(item)
+            # Follow only the page token, never the absolute `next` URL: it names a host, and
+            # our key must go nowhere but the configured base URL.
+            token = _page_token((answer.get("_metadata") or {}).get("next"))
+            if not token or token == query.get("page_token"):
+                return
+            query["page_token"] = token
+
+    def find_list(self, name: str) -> ContactList | None:
+        return next((lst for lst in self.lists() if lst.name == name), None)
+
+    def create_list(self, name: str) -> ContactList:
+        return _list(self._call("POST", "/v3/marketing/lists", body=_json({"name": name})))
+
+    def list_count(self, list_id: str) -> int:
+        path = f"/v3/marketing/lists/{quote(list_id, safe='')}/contacts/count"
+        return int(_require(self._call("GET", path), "contact_count"))
+
+    def search_emails(self, emails: Iterable[str]) -> dict[str, str]:
+        """Contact ids of those emails that exist (lower-cased email -> id), 100 per call."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(emails, SEARCH_CHUNK):
+            try:
+                answer = self._call(
+                    "POST", "/v3/marketing/contacts/search/emails", body=_json({"emails": chunk})
+                )
+            except NotFound:  # SendGrid answers 404 when none of the chunk exists
+                continue
+            for address, entry in (answer.get("result") or {}).items():
+                contact = (entry or {}).get("contact") or {}
+                if contact.get("id"):
+                    found[str(address).lower()] = str(contact["id"])
+        return found
+
+    def remove_from_list(self, list_id: str, contact_ids: Iterable[str]) -> list[str]:
+        """Remove contacts from one list (never from the account); returns the job ids."""
+        path = f"/v3/marketing/lists/{quote(list_id, safe='')}/contacts"
+        jobs = []
+        for chunk in _chunks(contact_ids, REMOVE_CHUNK):
+            answer = self._call("DELETE", path, query={"contact_ids": ",".join(chunk)})
+            jobs.append(str(answer.get("job_id") or ""))
+        return jobs
+
+    # --- transport -------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> dict[str, Any]:
+        endpoint = f"{method} {_template(path)}"
+        self._respect_known_limit(endpoint)
+        url = self._base + path + (f"?{urlencode(query, safe=',')}" if query else "")
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        started = time.monotonic()
+        try:
+            response = self._pool.request(
+                method,
+                url,
+                body=body,
+                headers=headers,
+                timeout=self._timeout,
+                retries=False,
+                redirect=False,
+                preload_content=True,
+            )
+        except urllib3.exceptions.TimeoutError:
+            raise TransientError(f"SendGrid did not answer {endpoint} within the timeout") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientError(
+                f"cannot reach SendGrid for {endpoint} ({type(exc).__name__})"
+            ) from None
+        status = response.status
+        limit = _rate_limit(response.headers)
+        self._limits[endpoint] = limit
+        log.debug(
+            "sendgrid %s -> %s in %.0f ms (rate limit remaining %s)",
+            endpoint,
+            status,
+            (time.monotonic() - started) * 1000,
+            limit.remaining,
+        )
+        if 200 <= status < 300:
+            return _decode(response.data)
+        errors = _errors(response.data)
+        if status == 429:
+            raise RateLimited(
+                f"SendGrid rate limit reached for {endpoint}",
+                retry_after=_retry_after(response.headers, limit),
+            )
+        if status in (401, 403):
+            raise Unauthorized(
+                f"SendGrid refused the API key for {endpoint} (HTTP {status}); check that the "
+                "key is current and has the Marketing Campaigns scopes",
+                status=status,
+                errors=errors,
+            )
+        if status == 404:
+            raise NotFound(f"SendGrid: not found ({endpoint})", status=status, errors=errors)
+        if status >= 500:
+            raise TransientError(
+                f"SendGrid failed on {endpoint} (HTTP {status})", status=status, errors=errors
+            )
+        raise Rejected(
+            f"SendGrid rejected {endpoint} (HTTP {status})", status=status, errors=errors
+        )
+
+    def _respect_known_limit(self, endpoint: str) -> None:
+        """Honour `X-RateLimit-Remaining: 0` without spending a request on a sure 429."""
+        limit = self._limits.get(endpoint)
+        if limit is None or limit.remaining != 0 or limit.reset_at is None:
+            return
+        wait = limit.reset_at - time.time()
+        if wait > 0:
+            raise RateLimited(
+                f"SendGrid rate limit for {endpoint} is used up until its reset",
+                retry_after=max(1.0, wait),
+                status=None,
+            )
+
+
+def _template(path: str) -> str:
+    """`/v3/marketing/lists/<id>/contacts` for logs and rate-limit keys (ids are not logged)."""
+    parts = path.split("/")
+    known = {"v3", "marketing", "contacts", "lists", "imports", "search", "emails", "count"}
+    known |= {"field_definitions"}
+    return "/".join(p if p in known or not p else "{id}" for p in parts)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    if not data:
+        return {}
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise TransientError("SendGrid answered with a body that is not JSON") from None
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def _require(answer: Mapping[str, Any], key: str) -> Any:
+    if key not in answer:
+        raise TransientError(f"SendGrid's answer lacks {key!r}")
+    return answer[key]
+
+
+def _errors(data: bytes) -> list[ApiError]:
+    try:
+        body = json.loads(data) if data else {}
+    except ValueError:
+        text = data[:200].decode("utf-8", "replace").strip()
+        return [ApiError(mask_emails(text))] if text else []
+    items = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [
+        ApiError(
+            mask_emails(str(item.get("message", ""))),
+            mask_emails(str(item["field"])) if item.get("field") else None,
+        )
+        for item in items
+        if isinstance(item, dict)
+    ]
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _rate_limit(headers: Mapping[str, str]) -> RateLimit:
+    reset = _int(headers.get("X-RateLimit-Reset"))
+    return RateLimit(
+        limit=_int(headers.get("X-RateLimit-Limit")),
+        remaining=_int(headers.get("X-RateLimit-Remaining")),
+        reset_at=float(reset) if reset is not None else None,
+    )
+
+
+def _retry_after(headers: Mapping[str, str], limit: RateLimit) -> float:
+    """Seconds until SendGrid will take requests again. The reset time is SendGrid's clock,
+    so it is measured against the answer's `Date` header, not ours."""
+    retry = headers.get("Retry-After")
+    if retry is not None:
+        seconds = _int(retry)
+        if seconds is None:
+            try:
+                seconds = int(email.utils.parsedate_to_datetime(retry).timestamp() - time.time())
+            except (TypeError, ValueError):
+                seconds = None
+        if seconds is not None:
+            return float(max(1, seconds))
+    if limit.reset_at is not None:
+        now = time.time()
+        date = headers.get("Date")
+        if date:
+            with contextlib.suppress(TypeError, ValueError):
+                now = email.utils.parsedate_to_datetime(date).timestamp()
+        return max(1.0, limit.reset_at - now)
+    return 1.0
+
+
+def _page_token(next_url: object) -> str | None:
+    if not isinstance(next_url, str) or not next_url:
+        return None
+    tokens = parse_qs(urlsplit(next_url).query).get("page_token")
+    return tokens[0] if tokens else None
+
+
+def _field(item: Mapping[str, Any]) -> FieldDefinition:
+    return FieldDefinition(
+        id=str(item["id"]), name=str(item["name"]), field_type=str(item["field_type"])
+    )
+
+
+def _list(item: Mapping[str, Any]) -> ContactList:
+    return ContactList(
+        id=str(item["id"]),
+        name=str(item.get("name", "")),
+        contact_count=int(item.get("contact_count") or 0),
+    )
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
