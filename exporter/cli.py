@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--rejects", type=Path, metavar="PATH", help="write the reject report (CSV)")
 
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the local SendGrid sandbox (same flags as python -m exporter.local.sandbox)",
+        add_help=False,
+    )
+    sandbox.add_argument("args", nargs=argparse.REMAINDER)
+
     demo = commands.add_parser(
         "demo", help="generate a 50k-profile segment with some bad rows and check it"
     )
@@ -56,7 +63,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if args.command == "sandbox":
+        # Imported here: openapi-core is slow to import and only the sandbox needs it.
+        from exporter.local.sandbox import main as sandbox_main  # noqa: PLC0415
+
+        return sandbox_main([*extra, *args.args])
+    if extra:
+        _parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "check":
             return _check(args)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,26 @@ def test_plan_benchmark_runs_and_its_counts_match_the_generator() -> None:
         generated["duplicates"],
     )
     assert result["plan"]["peak_rss_mb"] > 0 and result["ratio"] > 0
+
+
+def test_exporter_sandbox_command_serves_and_stops_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "sandbox", "--port", "0", "--seed", "1"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("sandbox listening on http://127.0.0.1:")
+        url = line.split(" on ", 1)[1].strip()
+        with urllib.request.urlopen(f"{url}/__sandbox/state", timeout=5) as answer:
+            assert json.load(answer)["contacts"] == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

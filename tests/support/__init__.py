@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites (the SendGrid sandbox as a subprocess, ...)."""
