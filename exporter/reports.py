@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from exporter.planning import RejectedRow
+
+
+class TextWriter(Protocol):
+    def write(self, text: str, /) -> int: ...
+
 
 REPORT_COLUMNS = ("row", "line", "reason", "message")
 
@@ -18,8 +23,8 @@ REPORT_COLUMNS = ("row", "line", "reason", "message")
 class RejectReport:
     """Writes rejected rows to a CSV file or text stream as they are found (streaming)."""
 
-    def __init__(self, target: str | Path | IO[str]) -> None:
-        stream: IO[str]
+    def __init__(self, target: str | Path | TextWriter) -> None:
+        stream: TextWriter
         if isinstance(target, (str, Path)):
             # closed by close() / __exit__: the report outlives this constructor
             self._owned: IO[str] | None = Path(target).open(  # noqa: SIM115

@@ -1,0 +1,364 @@
+"""The run ledger: every run's state and counts, and each of its batches, readable at any time.
+
+Azure Table storage in production (Azurite locally): one partition per run, the run itself at
+RowKey `run` and one entity per batch (`batch-00000`), so concurrent workers update different
+entities and rarely contend; where they do (the run entity), updates are optimistic with ETags
+and retried. An in-memory ledger with the same interface serves unit tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, TransactionOperation, UpdateMode
+
+RunState = Literal[
+    "queued",
+    "planning",
+    "sending",
+    "confirming",
+    "succeeded",
+    "succeeded_with_errors",
+    "failed",
+    "skipped",
+]
+FINAL_STATES: Final = frozenset({"succeeded", "succeeded_with_errors", "failed", "skipped"})
+BatchState = Literal["queued", "accepted", "done", "failed"]
+SETTLED_BATCH_STATES: Final = frozenset({"done", "failed"})
+TABLE: Final = "runs"
+_MAX_TEXT: Final = 16_000  # characters kept of an error text (a table property holds 32K)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One destination x one snapshot version, from request to final state."""
+
+    run_id: str
+    destination: str
+    segment: str
+    snapshot: str
+    etag: str
+    trigger: str
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    state: str = "queued"
+    request_queued: bool = False
+    """Set once the export request is in its queue: a repeat that finds it unset knows the
+    first attempt died in between, and queues it again."""
+    error: str = ""
+    list_id: str = ""
+    reject_report: str = ""
+    rows: int = 0
+    valid: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    blank: int = 0
+    warnings: int = 0
+    batches: int = 0
+    body_bytes: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    warning_kinds: dict[str, int] = field(default_factory=dict)
+    requested: int = 0
+    created: int = 0
+    updated: int = 0
+    errored: int = 0
+    batches_done: int = 0
+    batches_failed: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    """One upsert request of a run: its job and what SendGrid made of it."""
+
+    run_id: str
+    index: int
+    contacts: int
+    body_bytes: int
+    state: str = "queued"
+    job_id: str = ""
+    attempts: int = 0
+    deferrals: int = 0
+    requested: int = 0
+    created: int = 0
+    updated: int = 0
+    errored: int = 0
+    error: str = ""
+    errors_url: str = ""
+    updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def settled(self) -> bool:
+        return self.state in SETTLED_BATCH_STATES
+
+
+R = TypeVar("R", RunRecord, BatchRecord)
+"""A `change` mutates the record it is given; returning False leaves the stored one untouched."""
+
+
+class RunLedger(Protocol):
+    def create_run(self, run: RunRecord) -> bool:
+        """Record a new run; False when a run with that id exists (the request is a repeat)."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def update_run(self, run_id: str, change: Callable[[RunRecord], bool | None]) -> RunRecord:
+        """Apply `change` atomically (re-read and re-applied on a concurrent update)."""
+        ...
+
+    def put_batches(self, run_id: str, batches: Sequence[BatchRecord]) -> None: ...
+
+    def get_batch(self, run_id: str, index: int) -> BatchRecord | None: ...
+
+    def update_batch(
+        self, run_id: str, index: int, change: Callable[[BatchRecord], bool | None]
+    ) -> BatchRecord: ...
+
+    def batches(self, run_id: str) -> list[BatchRecord]: ...
+
+    def runs(self, destination: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Newest first."""
+        ...
+
+
+class MemoryRunLedger:
+    """The ledger in a dict, with the same semantics (for unit tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunRecord] = {}
+        self._batches: dict[tuple[str, int], BatchRecord] = {}
+
+    def create_run(self, run: RunRecord) -> bool:
+        with self._lock:
+            if run.run_id in self._runs:
+                return False
+            self._runs[run.run_id] = copy.deepcopy(run)
+            return True
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return copy.deepcopy(run) if run else None
+
+    def update_run(self, run_id: str, change: Callable[[RunRecord], bool | None]) -> RunRecord:
+        with self._lock:
+            current = self._runs.get(run_id)
+            if current is None:
+                raise KeyError(f"no run {run_id}")
+            draft = copy.deepcopy(current)
+            if change(draft) is not False:
+                draft.updated_at = utcnow()
+                self._runs[run_id] = draft
+            return copy.deepcopy(self._runs[run_id])
+
+    def put_batches(self, run_id: str, batches: Sequence[BatchRecord]) -> None:
+        with self._lock:
+            for batch in batches:
+                self._batches[(run_id, batch.index)] = copy.deepcopy(batch)
+
+    def get_batch(self, run_id: str, index: int) -> BatchRecord | None:
+        with self._lock:
+            batch = self._batches.get((run_id, index))
+            return copy.deepcopy(batch) if batch else None
+
+    def update_batch(
+        self, run_id: str, index: int, change: Callable[[BatchRecord], bool | None]
+    ) -> BatchRecord:
+        with self._lock:
+            current = self._batches.get((run_id, index))
+            if current is None:
+                raise KeyError(f"no batch {index} in run {run_id}")
+            draft = copy.deepcopy(current)
+            if change(draft) is not False:
+                draft.updated_at = utcnow()
+                self._batches[(run_id, index)] = draft
+            return copy.deepcopy(self._batches[(run_id, index)])
+
+    def batches(self, run_id: str) -> list[BatchRecord]:
+        with self._lock:
+            found = [copy.deepcopy(b) for (r, _), b in self._batches.items() if r == run_id]
+        return sorted(found, key=lambda b: b.index)
+
+    def runs(self, destination: str | None = None, limit: int = 50) -> list[RunRecord]:
+        with self._lock:
+            found = [
+                copy.deepcopy(r)
+                for r in self._runs.values()
+                if destination is None or r.destination == destination
+            ]
+        return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+
+_RUN_FIELDS = {f.name for f in fields(RunRecord)}
+_BATCH_FIELDS = {f.name for f in fields(BatchRecord)}
+_JSON_FIELDS = {"reasons", "warning_kinds"}
+
+
+def _to_entity(partition: str, row: str, record: RunRecord | BatchRecord) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
+    for key, value in asdict(record).items():
+        if key in _JSON_FIELDS:
+            entity[key] = json.dumps(value, sort_keys=True)
+        elif isinstance(value, str):
+            entity[key] = value[:_MAX_TEXT]
+        elif value is not None:
+            entity[key] = value
+    return entity
+
+
+def _from_entity(entity: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in names:
+        if key not in entity:
+            continue
+        value = entity[key]
+        if key in _JSON_FIELDS:
+            value = json.loads(value or "{}")
+        elif isinstance(value, datetime):
+            value = value.astimezone(UTC)
+        elif hasattr(value, "value") and not isinstance(value, (str, int, float)):
+            value = value.value  # EntityProperty for Int64 values
+        values[key] = value
+    return values
+
+
+def _run_from(entity: dict[str, Any]) -> RunRecord:
+    return RunRecord(**_from_entity(entity, _RUN_FIELDS))
+
+
+def _batch_from(entity: dict[str, Any]) -> BatchRecord:
+    return BatchRecord(**_from_entity(entity, _BATCH_FIELDS))
+
+
+def _batch_key(index: int) -> str:
+    return f"batch-{index:05d}"
+
+
+class TableRunLedger:
+    """The ledger in Azure Table storage (table `runs`)."""
+
+    def __init__(self, service: TableServiceClient, table: str = TABLE) -> None:
+        self._table: TableClient = service.create_table_if_not_exists(table)
+
+    def create_run(self, run: RunRecord) -> bool:
+        try:
+            self._table.create_entity(_to_entity(run.run_id, "run", run))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        try:
+            return _run_from(self._table.get_entity(run_id, "run"))
+        except ResourceNotFoundError:
+            return None
+
+    def update_run(self, run_id: str, change: Callable[[RunRecord], bool | None]) -> RunRecord:
+        return self._update(run_id, "run", _run_from, change)
+
+    def put_batches(self, run_id: str, batches: Sequence[BatchRecord]) -> None:
+        for start in range(0, len(batches), 100):  # a transaction holds at most 100 entities
+            operations: list[tuple[TransactionOperation, dict[str, Any]]] = [
+                (TransactionOperation.UPSERT, _to_entity(run_id, _batch_key(b.index), b))
+                for b in batches[start : start + 100]
+            ]
+            self._table.submit_transaction(operations)
+
+    def get_batch(self, run_id: str, index: int) -> BatchRecord | None:
+        try:
+            return _batch_from(self._table.get_entity(run_id, _batch_key(index)))
+        except ResourceNotFoundError:
+            return None
+
+    def update_batch(
+        self, run_id: str, index: int, change: Callable[[BatchRecord], bool | None]
+    ) -> BatchRecord:
+        return self._update(run_id, _batch_key(index), _batch_from, change)
+
+    def batches(self, run_id: str) -> list[BatchRecord]:
+        entities = self._table.query_entities(
+            "PartitionKey eq @run and RowKey ge 'batch-' and RowKey lt 'batch.'",
+            parameters={"run": run_id},
+        )
+        return sorted((_batch_from(e) for e in entities), key=lambda b: b.index)
+
+    def runs(self, destination: str | None = None, limit: int = 50) -> list[RunRecord]:
+        query = "RowKey eq 'run'"
+        parameters: dict[str, Any] = {}
+        if destination is not None:
+            query += " and destination eq @destination"
+            parameters["destination"] = destination
+        found = [_run_from(e) for e in self._table.query_entities(query, parameters=parameters)]
+        return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def _update(
+        self,
+        partition: str,
+        row: str,
+        load: Callable[[dict[str, Any]], R],
+        change: Callable[[R], bool | None],
+    ) -> R:
+        for attempt in range(50):
+            try:
+                entity = self._table.get_entity(partition, row)
+            except ResourceNotFoundError:
+                raise KeyError(f"no entity {row} in run {partition}") from None
+            record = load(entity)
+            if change(record) is False:
+                return record
+            record.updated_at = utcnow()
+            try:
+                self._table.update_entity(
+                    _to_entity(partition, row, record),
+                    mode=UpdateMode.REPLACE,
+                    etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # another worker won: re-read
+                continue
+            return record
+        raise RuntimeError(f"could not update {row} of run {partition}: too much contention")
+
+
+def totals(batches: Iterable[BatchRecord]) -> dict[str, int]:
+    """What the batches of a run add up to (for progress and finalisation)."""
+    out = dict.fromkeys(
+        ("requested", "created", "updated", "errored", "accepted", "done", "failed"), 0
+    )
+    for b in batches:
+        out["requested"] += b.requested
+        out["created"] += b.created
+        out["updated"] += b.updated
+        out["errored"] += b.errored
+        if b.state in ("accepted", "done"):
+            out["accepted"] += 1
+        if b.state == "done":
+            out["done"] += 1
+        if b.state == "failed":
+            out["failed"] += 1
+    return out

@@ -1,0 +1,63 @@
+"""Queue messages between the functions: small JSON documents (claim checks, never contacts).
+
+Each is a pydantic model so a malformed message fails loudly at the boundary; all are far below
+the 64 KB queue message limit because batches travel as blobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXPORT_REQUESTS: Final = "export-requests"
+CONTACT_BATCHES: Final = "contact-batches"
+IMPORT_JOBS: Final = "import-jobs"
+POISON_SUFFIX: Final = "-poison"
+
+Trigger = Literal["blob", "timer", "api", "cli"]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def encode(self) -> str:
+        return self.model_dump_json()
+
+
+class ExportRequest(_Message):
+    """Plan one run: one destination x one snapshot version."""
+
+    run_id: str
+    destination: str
+    segment: str
+    snapshot: str = Field(description="blob name in the segments container")
+    etag: str = Field(description="the snapshot version this run exports")
+    trigger: Trigger
+    requested_at: datetime
+
+
+class BatchMessage(_Message):
+    """Send one planned batch (its contacts are in a blob)."""
+
+    run_id: str
+    batch: int = Field(ge=0)
+    deferrals: int = Field(default=0, ge=0, description="times put back for a rate limit")
+
+
+class JobCheck(_Message):
+    """Look at a SendGrid import job again (sent with a visibility delay)."""
+
+    run_id: str
+    batch: int = Field(ge=0)
+    job_id: str
+    checks: int = Field(default=0, ge=0)
+
+
+M = TypeVar("M", bound=_Message)
+
+
+def decode(model: type[M], body: bytes | str) -> M:
+    """Parse a queue message body; pydantic's ValidationError says what is wrong with it."""
+    return model.model_validate_json(body)

@@ -1,0 +1,568 @@
+"""The flow of a run: request, plan, send, confirm, finalise. Triggers call these and nothing else.
+
+Every step is safe to repeat (the Functions host delivers at least once): a run is created once
+per (destination, snapshot version, trigger time), a batch is sent only from `queued`, a job is
+recorded only until its batch settles, and a run is finalised only once. Errors the next attempt
+may not have (5xx, timeouts) propagate so the host retries; errors it will have again (a wrong
+key, a rejected batch, a bad file) are recorded where a person reads them, and the step ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any, Final
+
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+from exporter.batching import MAX_CONTACTS, Batch, BatchLimits
+from exporter.destinations import BlobDestinationStore, Destination, DestinationStore
+from exporter.errors import InputError
+from exporter.ledger import (
+    BatchRecord,
+    RunLedger,
+    RunRecord,
+    TableRunLedger,
+    totals,
+    utcnow,
+)
+from exporter.mapping import CUSTOM_PREFIX
+from exporter.messages import (
+    CONTACT_BATCHES,
+    EXPORT_REQUESTS,
+    IMPORT_JOBS,
+    BatchMessage,
+    ExportRequest,
+    JobCheck,
+    Trigger,
+)
+from exporter.planning import plan
+from exporter.redact import mask_emails
+from exporter.reports import RejectReport
+from exporter.secrets import EnvSecretProvider, SecretProvider
+from exporter.sendgrid import (
+    NotFound,
+    RateLimited,
+    Rejected,
+    SendGridClient,
+    TransientError,
+    Unauthorized,
+)
+from exporter.settings import SendGridSettings
+from exporter.snapshots import open_snapshot
+from exporter.storage import RunStorage, SnapshotVersion, Storage
+
+log = logging.getLogger("exporter.runs")
+
+FIRST_JOB_CHECK: Final = 2.0
+"""Seconds before the first look at an import job (SendGrid rarely settles one sooner)."""
+MAX_JOB_CHECK_DELAY: Final = 60.0
+MAX_JOB_CHECKS: Final = 200
+"""About 3 hours of checking (most checks a minute apart) before a job counts as lost."""
+MAX_DEFERRALS: Final = 100
+"""How often a batch may be put back for a rate limit before its run is told."""
+
+
+@dataclass
+class Services:
+    """What the flow needs from the outside world; built once per process from app settings."""
+
+    storage: RunStorage
+    ledger: RunLedger
+    destinations: DestinationStore
+    secrets: SecretProvider
+    sendgrid_settings: SendGridSettings = field(default_factory=SendGridSettings)
+    max_batch_contacts: int = MAX_CONTACTS
+    """Contacts per upsert request (setting MAX_BATCH_CONTACTS): SendGrid's 30,000 by default;
+    smaller batches narrow what one rejected request holds up."""
+    _clients: dict[str, SendGridClient] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_env(cls) -> Services:
+        storage = Storage.from_env()
+        storage.ensure()
+        return cls(
+            storage=storage,
+            ledger=TableRunLedger(storage.tables),
+            destinations=BlobDestinationStore(storage.app),
+            secrets=EnvSecretProvider(),
+            sendgrid_settings=SendGridSettings.from_env(),
+            max_batch_contacts=_batch_size(os.environ.get("MAX_BATCH_CONTACTS")),
+        )
+
+    def sendgrid(self, destination: Destination) -> SendGridClient:
+        """The client for a destination's key, resolved now (a rotated key is picked up)."""
+        key = self.secrets.get(destination.api_key_secret)
+        cache_key = hashlib.sha256(key.encode()).hexdigest()
+        with self._lock:
+            client = self._clients.get(cache_key)
+            if client is None:
+                client = self._clients[cache_key] = SendGridClient(key, self.sendgrid_settings)
+            return client
+
+
+def _batch_size(value: str | None) -> int:
+    if not value:
+        return MAX_CONTACTS
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_CONTACTS:
+        raise InputError(f"MAX_BATCH_CONTACTS must be a whole number from 1 to {MAX_CONTACTS:,}")
+    return size
+
+
+def _event(event: str, **fields: object) -> None:
+    """One structured log line; callers pass ids and counts, never addresses or keys."""
+    text = " ".join(f"{k}={v}" for k, v in fields.items())
+    log.info("%s %s", event, mask_emails(text))
+
+
+# --- requesting runs -------------------------------------------------------------------------
+
+
+def segment_of(snapshot: str) -> str:
+    """`loyal/2026-11-24.csv` belongs to segment `loyal`."""
+    return snapshot.split("/", 1)[0]
+
+
+def make_run_id(destination: str, version: SnapshotVersion, trigger: Trigger, at: datetime) -> str:
+    """Readable, time-ordered and deterministic for one delivery of one snapshot version, so a
+    redelivered blob event maps onto the run it already made."""
+    if trigger == "blob":
+        stamp, salt = version.last_modified, ""
+    elif trigger == "timer":
+        stamp, salt = at, at.isoformat()
+    else:
+        stamp, salt = at, secrets.token_hex(8)
+    digest = hashlib.sha256(
+        "|".join((destination, version.name, version.etag, trigger, salt)).encode()
+    ).hexdigest()[:12]
+    return f"{stamp.astimezone(UTC):%Y%m%dT%H%M%S}-{digest}"
+
+
+def request_exports(
+    svc: Services,
+    version: SnapshotVersion,
+    trigger: Trigger,
+    *,
+    at: datetime | None = None,
+    only: Iterable[str] | None = None,
+) -> list[str]:
+    """One run per destination that selected the snapshot's segment; returns their ids."""
+    at = at or utcnow()
+    wanted = set(only) if only is not None else None
+    segment = segment_of(version.name)
+    run_ids = []
+    for destination in svc.destinations.all():
+        if segment not in destination.segments:
+            continue
+        if wanted is not None and destination.name not in wanted:
+            continue
+        run_id = make_run_id(destination.name, version, trigger, at)
+        run = RunRecord(
+            run_id=run_id,
+            destination=destination.name,
+            segment=segment,
+            snapshot=version.name,
+            etag=version.etag,
+            trigger=trigger,
+            list_id=destination.list_id,
+        )
+        if not svc.ledger.create_run(run):
+            existing = svc.ledger.get_run(run_id)
+            if existing is None or existing.request_queued:
+                continue  # a repeat delivery of a request that is already being handled
+        request = ExportRequest(
+            run_id=run_id,
+            destination=destination.name,
+            segment=segment,
+            snapshot=version.name,
+            etag=version.etag,
+            trigger=trigger,
+            requested_at=at,
+        )
+        svc.storage.send(EXPORT_REQUESTS, request)
+        svc.ledger.update_run(run_id, lambda r: _set(r, request_queued=True))
+        run_ids.append(run_id)
+        _event("run requested", run_id=run_id, destination=destination.name, segment=segment)
+    return run_ids
+
+
+def on_snapshot(svc: Services, version: SnapshotVersion) -> list[str]:
+    """A snapshot blob arrived (blob trigger)."""
+    return request_exports(svc, version, "blob")
+
+
+def refresh(svc: Services, at: datetime | None = None) -> list[str]:
+    """The timer: export the latest snapshot of every selected segment again."""
+    at = (at or utcnow()).replace(microsecond=0)
+    run_ids = []
+    for destination in svc.destinations.all():
+        for segment in destination.segments:
+            version = svc.storage.latest_snapshot(segment)
+            if version is not None:
+                run_ids += request_exports(svc, version, "timer", at=at, only=[destination.name])
+    return run_ids
+
+
+# --- planning ------------------------------------------------------------------------------
+
+
+def fail_run(svc: Services, run_id: str, reason: str, *, state: str = "failed") -> RunRecord:
+    """End a run that cannot go on, saying why (unless it already ended)."""
+
+    def change(run: RunRecord) -> bool:
+        if run.final:
+            return False
+        run.state = state
+        run.error = mask_emails(reason)
+        run.finished_at = utcnow()
+        return True
+
+    run = svc.ledger.update_run(run_id, change)
+    _event("run ended", run_id=run_id, state=run.state, reason=reason)
+    return run
+
+
+def _custom_field_ids(svc: Services, destination: Destination) -> dict[str, str]:
+    names = [f[len(CUSTOM_PREFIX) :] for f in destination.mapping if f.startswith(CUSTOM_PREFIX)]
+    if not names:
+        return {}
+    defined = svc.sendgrid(destination).field_definitions().custom
+    missing = [n for n in names if n not in defined]
+    if missing:
+        raise InputError(
+            f"custom field(s) {', '.join(repr(n) for n in missing)} do not exist in SendGrid: "
+            "create them there, or remove them from the destination's mapping"
+        )
+    return {n: defined[n].id for n in names}
+
+
+def plan_run(svc: Services, request: ExportRequest) -> None:
+    """Stream the snapshot into batch blobs and a reject report; queue one message per batch."""
+    run = svc.ledger.get_run(request.run_id)
+    if run is None or run.final or run.state in ("sending", "confirming"):
+        return  # unknown, or planned already (a repeat delivery)
+    svc.ledger.update_run(request.run_id, lambda r: _set(r, state="planning"))
+    destination = svc.destinations.get(request.destination)
+    if destination is None:
+        fail_run(svc, request.run_id, "the destination was removed before the run started")
+        return
+    if destination.consent is None:
+        fail_run(
+            svc,
+            request.run_id,
+            f"no data-privacy consent is recorded for destination {destination.name!r}: "
+            "nothing was sent; record who accepted the terms and when, then export again",
+        )
+        return
+    try:
+        _plan(svc, request, destination)
+    except (InputError, Unauthorized, Rejected) as exc:
+        svc.storage.delete_run_blobs(request.run_id)
+        fail_run(svc, request.run_id, str(exc))
+    except (ResourceModifiedError, ResourceNotFoundError):
+        svc.storage.delete_run_blobs(request.run_id)
+        fail_run(
+            svc,
+            request.run_id,
+            "the snapshot was replaced or deleted before it could be read; "
+            "a newer version is exported by its own run",
+            state="skipped",
+        )
+    except Exception as exc:
+        # Recorded for the poison handler, then retried by the host.
+        reason = f"planning attempt failed: {_brief(exc)}"
+        svc.ledger.update_run(request.run_id, lambda r: _set(r, error=reason))
+        raise
+
+
+def _plan(svc: Services, request: ExportRequest, destination: Destination) -> None:
+    run_id = request.run_id
+    custom_ids = _custom_field_ids(svc, destination)
+    version = SnapshotVersion(request.snapshot, request.etag, request.requested_at, 0)
+    records: list[BatchRecord] = []
+
+    def on_batch(batch: Batch) -> None:
+        svc.storage.write_batch(run_id, batch.index, batch.contacts_json())
+        records.append(BatchRecord(run_id, batch.index, len(batch.contacts), batch.body_bytes))
+
+    with tempfile.SpooledTemporaryFile(max_size=1 << 20) as spool:
+        report = RejectReport(_TextSink(spool))
+        with open_snapshot(
+            svc.storage.open_snapshot(version),
+            name=request.snapshot,
+            mapping=destination.field_mapping(),
+        ) as snapshot:
+            stats = plan(
+                snapshot,
+                on_batch=on_batch,
+                on_reject=report,
+                custom_field_ids=custom_ids,
+                limits=BatchLimits(
+                    max_contacts=svc.max_batch_contacts, list_ids=(destination.list_id,)
+                ),
+            )
+        report_name = svc.storage.write_report(run_id, spool) if stats.rejected else ""
+
+    svc.ledger.put_batches(run_id, records)
+
+    def planned(run: RunRecord) -> bool:
+        run.list_id = destination.list_id
+        run.rows, run.valid, run.rejected = stats.rows, stats.valid, stats.rejected
+        run.duplicates, run.blank = stats.duplicates, stats.blank
+        run.warnings = sum(stats.warnings.values())
+        run.batches, run.body_bytes = stats.batches, stats.body_bytes
+        run.reasons, run.warning_kinds = dict(stats.reasons), dict(stats.warnings)
+        run.reject_report = report_name
+        run.error = ""
+        if records:
+            run.state = "sending"
+        else:
+            run.state = "succeeded_with_errors" if stats.rejected else "succeeded"
+            run.finished_at = utcnow()
+        return True
+
+    svc.ledger.update_run(run_id, planned)
+    for record in records:
+        svc.storage.send(CONTACT_BATCHES, BatchMessage(run_id=run_id, batch=record.index))
+    _event(
+        "run planned",
+        run_id=run_id,
+        destination=destination.name,
+        segment=request.segment,
+        rows=stats.rows,
+        valid=stats.valid,
+        rejected=stats.rejected,
+        duplicates=stats.duplicates,
+        batches=stats.batches,
+    )
+
+
+class _TextSink:
+    """A text stream over a binary spool (the reject report is CSV text, stored as UTF-8)."""
+
+    def __init__(self, binary: IO[bytes]) -> None:
+        self._binary = binary
+
+    def write(self, text: str) -> int:
+        self._binary.write(text.encode("utf-8"))
+        return len(text)
+
+
+# --- sending and confirming ------------------------------------------------------------------
+
+
+def _set(record: Any, **values: Any) -> bool:
+    for key, value in values.items():
+        setattr(record, key, value)
+    return True
+
+
+def _brief(exc: BaseException) -> str:
+    return mask_emails(f"{type(exc).__name__}: {exc}")[:2000]
+
+
+def _fail_batch(svc: Services, run_id: str, index: int, reason: str) -> None:
+    def change(batch: BatchRecord) -> bool:
+        if batch.settled:
+            return False
+        batch.state = "failed"
+        batch.error = mask_emails(reason)
+        return True
+
+    svc.ledger.update_batch(run_id, index, change)
+    _event("batch failed", run_id=run_id, batch=index, reason=reason)
+    finalise(svc, run_id)
+
+
+def _destination_for(svc: Services, run: RunRecord) -> Destination | str:
+    destination = svc.destinations.get(run.destination)
+    if destination is None:
+        return "the destination was removed: the batch was not sent"
+    if destination.consent is None:
+        return "the destination's data-privacy consent was withdrawn: the batch was not sent"
+    return destination
+
+
+def send_batch(svc: Services, message: BatchMessage) -> None:
+    """Upsert one batch into the run's list; queue the first look at its import job."""
+    run_id, index = message.run_id, message.batch
+    batch = svc.ledger.get_batch(run_id, index)
+    run = svc.ledger.get_run(run_id)
+    if batch is None or run is None or batch.state != "queued":
+        return  # sent already (a repeat delivery), or its run is gone
+    destination = _destination_for(svc, run)
+    if isinstance(destination, str):
+        _fail_batch(svc, run_id, index, destination)
+        return
+    try:
+        client = svc.sendgrid(destination)
+        job_id = client.upsert([run.list_id], svc.storage.read_batch(run_id, index))
+    except RateLimited as exc:
+        if message.deferrals >= MAX_DEFERRALS:
+            _fail_batch(svc, run_id, index, f"still rate limited after {MAX_DEFERRALS} waits")
+            return
+        # Back in the queue until SendGrid's reset, as a new message: the wait does not
+        # count as a failed delivery (dequeue count), and no worker sleeps through it.
+        again = message.model_copy(update={"deferrals": message.deferrals + 1})
+        svc.storage.send(CONTACT_BATCHES, again, delay=exc.retry_after)
+        svc.ledger.update_batch(run_id, index, lambda b: _set(b, deferrals=again.deferrals))
+        _event("batch deferred", run_id=run_id, batch=index, seconds=round(exc.retry_after))
+        return
+    except (Unauthorized, Rejected, InputError) as exc:
+        _fail_batch(svc, run_id, index, str(exc))
+        return
+    except TransientError as exc:
+        reason = _brief(exc)
+        svc.ledger.update_batch(
+            run_id, index, lambda b: _set(b, attempts=b.attempts + 1, error=reason)
+        )
+        raise
+
+    def accepted(b: BatchRecord) -> bool:
+        if b.state != "queued":
+            return False
+        b.state, b.job_id, b.error = "accepted", job_id, ""
+        b.attempts += 1
+        return True
+
+    svc.ledger.update_batch(run_id, index, accepted)
+    svc.storage.send(
+        IMPORT_JOBS, JobCheck(run_id=run_id, batch=index, job_id=job_id), delay=FIRST_JOB_CHECK
+    )
+    if all(b.state != "queued" for b in svc.ledger.batches(run_id)):
+        svc.ledger.update_run(
+            run_id, lambda r: _set(r, state="confirming") if r.state == "sending" else False
+        )
+    _event("batch accepted", run_id=run_id, batch=index, contacts=batch.contacts)
+
+
+def follow_job(svc: Services, message: JobCheck) -> None:
+    """Record a settled import job's counts, or look again later."""
+    run_id, index = message.run_id, message.batch
+    batch = svc.ledger.get_batch(run_id, index)
+    run = svc.ledger.get_run(run_id)
+    if batch is None or run is None or batch.settled:
+        return
+    destination = _destination_for(svc, run)
+    if isinstance(destination, str):
+        _fail_batch(svc, run_id, index, destination)
+        return
+    try:
+        job = svc.sendgrid(destination).import_status(message.job_id)
+    except RateLimited as exc:
+        svc.storage.send(IMPORT_JOBS, message, delay=exc.retry_after)
+        return
+    except (Unauthorized, NotFound, Rejected, InputError) as exc:
+        _fail_batch(svc, run_id, index, f"could not confirm the import job: {exc}")
+        return
+    except TransientError as exc:
+        reason = _brief(exc)
+        svc.ledger.update_batch(run_id, index, lambda b: _set(b, error=reason))
+        raise
+    if not job.settled:
+        if message.checks >= MAX_JOB_CHECKS:
+            _fail_batch(svc, run_id, index, "SendGrid's import job did not settle in 3 hours")
+            return
+        delay = min(MAX_JOB_CHECK_DELAY, FIRST_JOB_CHECK * 2 ** (message.checks + 1))
+        svc.storage.send(
+            IMPORT_JOBS, message.model_copy(update={"checks": message.checks + 1}), delay=delay
+        )
+        return
+
+    def settled(b: BatchRecord) -> bool:
+        if b.settled:
+            return False
+        b.requested, b.created, b.updated, b.errored = (
+            job.requested,
+            job.created,
+            job.updated,
+            job.errored,
+        )
+        b.errors_url = job.errors_url or ""
+        if job.status == "failed":
+            b.state, b.error = "failed", "SendGrid's import job failed: no contact was imported"
+        else:
+            b.state, b.error = "done", ""
+        return True
+
+    svc.ledger.update_batch(run_id, index, settled)
+    _event("job settled", run_id=run_id, batch=index, status=job.status, errored=job.errored)
+    finalise(svc, run_id)
+
+
+def finalise(svc: Services, run_id: str) -> RunRecord | None:
+    """When every batch has settled, give the run its final state and totals (once)."""
+    batches = svc.ledger.batches(run_id)
+    if not batches or not all(b.settled for b in batches):
+        return None
+    sums = totals(batches)
+    failed = [b for b in batches if b.state == "failed"]
+
+    def change(run: RunRecord) -> bool:
+        if run.final:
+            return False
+        run.requested, run.created = sums["requested"], sums["created"]
+        run.updated, run.errored = sums["updated"], sums["errored"]
+        run.batches_done, run.batches_failed = sums["done"], sums["failed"]
+        if failed:
+            run.state = "failed"
+            run.error = f"{len(failed)} of {len(batches)} batches failed; batch {failed[0].index}: "
+            run.error += failed[0].error or "no reason recorded"
+        elif sums["errored"] or run.rejected:
+            run.state = "succeeded_with_errors"
+        else:
+            run.state = "succeeded"
+        run.finished_at = utcnow()
+        return True
+
+    run = svc.ledger.update_run(run_id, change)
+    _event(
+        "run finished",
+        run_id=run_id,
+        destination=run.destination,
+        state=run.state,
+        created=run.created,
+        updated=run.updated,
+        errored=run.errored,
+    )
+    return run
+
+
+# --- poison messages -------------------------------------------------------------------------
+
+
+def request_poisoned(svc: Services, request: ExportRequest) -> None:
+    run = svc.ledger.get_run(request.run_id)
+    last = run.error if run is not None and run.error else "no error was recorded"
+    fail_run(svc, request.run_id, f"planning failed on every attempt; the last: {last}")
+
+
+def batch_poisoned(svc: Services, message: BatchMessage) -> None:
+    batch = svc.ledger.get_batch(message.run_id, message.batch)
+    last = batch.error if batch is not None and batch.error else "no error was recorded"
+    _fail_batch(
+        svc, message.run_id, message.batch, f"sending failed on every attempt; the last: {last}"
+    )
+
+
+def job_poisoned(svc: Services, message: JobCheck) -> None:
+    batch = svc.ledger.get_batch(message.run_id, message.batch)
+    last = batch.error if batch is not None and batch.error else "no error was recorded"
+    _fail_batch(
+        svc,
+        message.run_id,
+        message.batch,
+        f"the import job could not be checked on any attempt; the last: {last}",
+    )

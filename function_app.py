@@ -1,0 +1,14 @@
+"""The Azure Functions app (Python v2 model): registers the blueprints of `exporter.functions`.
+
+Triggers stay thin; the flow lives in `exporter.runs`. Run it with the local host
+(`python -m exporter up`) or, where Core Tools are installed, with `func start`.
+"""
+
+import azure.functions as func
+
+from exporter.functions import pipeline, schedule, snapshots
+
+app = func.FunctionApp()
+app.register_functions(snapshots.bp)
+app.register_functions(pipeline.bp)
+app.register_functions(schedule.bp)

@@ -1,0 +1,400 @@
+"""The run flow step by step: in-memory ledger and storage, the real sandbox over HTTP.
+
+The test delivers the queue messages itself, so repeats, faults and poison are exact to stage.
+(The same flow runs under the local host on Azurite in the end-to-end tests.)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from exporter import runs
+from exporter.destinations import Consent, Destination, MemoryDestinationStore
+from exporter.ledger import MemoryRunLedger, RunRecord
+from exporter.messages import (
+    CONTACT_BATCHES,
+    EXPORT_REQUESTS,
+    IMPORT_JOBS,
+    BatchMessage,
+    ExportRequest,
+    JobCheck,
+    decode,
+)
+from exporter.secrets import EnvSecretProvider
+from exporter.sendgrid import SendGridClient, TransientError
+from exporter.settings import SendGridSettings
+from exporter.storage import SnapshotVersion
+from tests.support.fakes import MemoryStorage
+from tests.support.sandbox import start_sandbox
+
+pytestmark = pytest.mark.functional
+
+KEY = "SG.flow-test-key"
+CONSENT = Consent(accepted_by="dpo@company.example", accepted_at=datetime(2026, 11, 1, tzinfo=UTC))
+
+
+@dataclass
+class World:
+    svc: runs.Services
+    storage: MemoryStorage
+    ledger: MemoryRunLedger
+    destinations: MemoryDestinationStore
+    client: SendGridClient
+    list_id: str
+    sandbox: object
+
+    def destination(self, **changes: object) -> Destination:
+        values: dict[str, object] = {
+            "name": "marketing",
+            "display_name": "Marketing",
+            "list_id": self.list_id,
+            "api_key_secret": "SG_KEY",
+            "segments": ["loyal"],
+            "consent": CONSENT,
+        }
+        values.update(changes)
+        destination = Destination.model_validate(values)
+        self.destinations.put(destination)
+        return destination
+
+    def drop(self, name: str, text: str) -> SnapshotVersion:
+        return self.storage.put_snapshot(name, text.encode())
+
+    def pump(self, *, max_rounds: int = 500) -> None:
+        """Deliver every queued message: deferred batches after their delay (as the queue
+        would), job checks after the sandbox's short job delay rather than the real one."""
+        for _ in range(max_rounds):
+            requests = self.storage.take(EXPORT_REQUESTS)
+            batches = self.storage.take(CONTACT_BATCHES)
+            jobs = self.storage.take(IMPORT_JOBS)
+            if not (requests or batches or jobs):
+                return
+            for m in requests:
+                runs.plan_run(self.svc, decode(ExportRequest, m.body))
+            if any(m.delay for m in batches):
+                time.sleep(min(3.0, max(m.delay for m in batches)))  # as the queue would
+            for m in batches:
+                runs.send_batch(self.svc, decode(BatchMessage, m.body))
+            if jobs:
+                time.sleep(0.1)
+            for m in jobs:
+                runs.follow_job(self.svc, decode(JobCheck, m.body))
+        raise AssertionError("the flow did not settle")
+
+    def only_run(self) -> RunRecord:
+        (run,) = self.ledger.runs()
+        return run
+
+    def members(self) -> dict[str, dict[str, object]]:
+        return {m["email"]: m for m in self.sandbox.list_members(self.list_id)}  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def world(sandbox) -> World:
+    settings = SendGridSettings(base_url=sandbox.url, timeout_seconds=5)
+    client = SendGridClient(KEY, settings)
+    storage = MemoryStorage()
+    ledger = MemoryRunLedger()
+    destinations = MemoryDestinationStore()
+    svc = runs.Services(
+        storage=storage,
+        ledger=ledger,
+        destinations=destinations,
+        secrets=EnvSecretProvider({"SG_KEY": KEY}),
+        sendgrid_settings=settings,
+        max_batch_contacts=40,
+    )
+    lst = client.create_list("flow test")
+    return World(svc, storage, ledger, destinations, client, lst.id, sandbox)
+
+
+def segment_csv(n: int, *, extra: str = "") -> str:
+    rows = ["Email,FirstName,City"]
+    rows += [f"user{i}@example.com,Name{i},City{i % 7}" for i in range(n)]
+    return "\n".join(rows) + "\n" + extra
+
+
+def test_a_snapshot_ends_up_exactly_in_the_list(world: World) -> None:
+    world.destination()
+    bad = "not-an-email,Bad,X\nUSER3@EXAMPLE.COM,Dup,Y\n,,\nragged@example.com\n"
+    version = world.drop("loyal/2026-11-24.csv", segment_csv(100, extra=bad))
+    (run_id,) = runs.on_snapshot(world.svc, version)
+    world.pump()
+
+    run = world.ledger.get_run(run_id)
+    assert run is not None
+    assert run.state == "succeeded_with_errors"  # rows were rejected; every contact landed
+    assert (run.rows, run.valid, run.rejected, run.duplicates, run.blank) == (104, 100, 2, 1, 1)
+    assert run.reasons == {"invalid_email": 1, "ragged_row": 1}
+    assert (run.batches, run.batches_done, run.batches_failed) == (3, 3, 0)  # 40 per batch
+    assert (run.requested, run.created, run.updated, run.errored) == (100, 100, 0, 0)
+    members = world.members()
+    assert set(members) == {f"user{i}@example.com" for i in range(100)}
+    assert members["user3@example.com"]["first_name"] == "Name3"  # first occurrence won
+    assert members["user5@example.com"]["city"] == "City5"
+    report = list(csv.DictReader(io.StringIO(world.storage.blobs[run.reject_report].decode())))
+    assert [(r["row"], r["reason"]) for r in report] == [
+        ("101", "invalid_email"),
+        ("104", "ragged_row"),
+    ]
+
+
+def test_states_move_queued_planning_sending_confirming_succeeded(world: World) -> None:
+    world.destination()
+    (run_id,) = runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
+    assert world.ledger.get_run(run_id).state == "queued"  # type: ignore[union-attr]
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    assert world.ledger.get_run(run_id).state == "sending"  # type: ignore[union-attr]
+    for m in world.storage.take(CONTACT_BATCHES):
+        runs.send_batch(world.svc, decode(BatchMessage, m.body))
+    assert world.ledger.get_run(run_id).state == "confirming"  # type: ignore[union-attr]
+    world.pump()
+    assert world.ledger.get_run(run_id).state == "succeeded"  # type: ignore[union-attr]
+
+
+def test_the_same_blob_twice_makes_one_run(world: World) -> None:
+    world.destination()
+    version = world.drop("loyal/a.csv", segment_csv(10))
+    assert len(runs.on_snapshot(world.svc, version)) == 1
+    assert runs.on_snapshot(world.svc, version) == []
+    world.pump()
+    assert len(world.ledger.runs()) == 1
+    changed = world.drop("loyal/a.csv", segment_csv(11))  # a new version is a new run
+    assert len(runs.on_snapshot(world.svc, changed)) == 1
+
+
+def test_every_message_delivered_twice_still_counts_once(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(90)))
+    for _ in range(20):
+        sent = [
+            m
+            for q in (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS)
+            for m in world.storage.take(q)
+        ]
+        if not sent:
+            break
+        time.sleep(0.1)
+        for m in sent + sent:  # at-least-once: every message twice
+            handler, model = {
+                EXPORT_REQUESTS: (runs.plan_run, ExportRequest),
+                CONTACT_BATCHES: (runs.send_batch, BatchMessage),
+                IMPORT_JOBS: (runs.follow_job, JobCheck),
+            }[m.queue]
+            handler(world.svc, decode(model, m.body))  # type: ignore[operator]
+    run = world.only_run()
+    assert run.state == "succeeded"
+    assert (run.requested, run.created, run.batches_done) == (90, 90, 3)
+    upserts = sum(
+        n for k, n in world.sandbox.requests().items() if k.startswith("PUT /v3/marketing/contacts")
+    )  # type: ignore[attr-defined]
+    assert upserts == 3
+
+
+def test_a_429_defers_the_batch_without_failing_it(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    world.sandbox.faults(throttle_rate=1.0)  # type: ignore[attr-defined]
+    (message,) = world.storage.take(CONTACT_BATCHES)
+    runs.send_batch(world.svc, decode(BatchMessage, message.body))  # no exception: deferred
+    (again,) = world.storage.queues[CONTACT_BATCHES]
+    assert again.delay >= 1
+    assert decode(BatchMessage, again.body).deferrals == 1
+    batch = world.ledger.batches(world.only_run().run_id)[0]
+    assert (batch.state, batch.deferrals, batch.attempts) == ("queued", 1, 0)
+    world.sandbox.faults(throttle_rate=0.0)  # type: ignore[attr-defined]
+    world.pump()
+    assert world.only_run().state == "succeeded"
+    assert len(world.members()) == 10
+
+
+def test_a_5xx_fails_the_invocation_so_the_host_retries(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    (message,) = world.storage.take(CONTACT_BATCHES)
+    world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
+    with pytest.raises(TransientError):
+        runs.send_batch(world.svc, decode(BatchMessage, message.body))
+    batch = world.ledger.batches(world.only_run().run_id)[0]
+    assert (batch.state, batch.attempts) == ("queued", 1)
+    assert "HTTP 500" in batch.error
+    world.sandbox.faults(error_rate=0.0)  # type: ignore[attr-defined]
+    runs.send_batch(world.svc, decode(BatchMessage, message.body))  # the host's retry
+    world.pump()
+    assert world.only_run().state == "succeeded"
+
+
+def test_a_permanently_rejected_batch_fails_the_run_and_says_why(world: World) -> None:
+    world.destination(list_id="7d3f9a2e-1111-4222-8333-444455556666")  # no such list
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
+    world.pump()
+    run = world.only_run()
+    assert run.state == "failed"
+    assert run.batches_failed == 2
+    assert (
+        "2 of 2 batches failed; batch 0: SendGrid rejected PUT /v3/marketing/contacts (HTTP 400)"
+        in run.error
+    )
+    assert "list_ids" in run.error
+    assert world.members() == {}
+
+
+def test_poisoned_batch_marks_the_run_failed_with_the_last_error(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    (message,) = world.storage.take(CONTACT_BATCHES)
+    world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
+    for _ in range(5):
+        with pytest.raises(TransientError):
+            runs.send_batch(world.svc, decode(BatchMessage, message.body))
+    runs.batch_poisoned(world.svc, decode(BatchMessage, message.body))  # the host gave up
+    run = world.only_run()
+    assert run.state == "failed"
+    assert "batch 0: sending failed on every attempt; the last: TransientError" in run.error
+    assert world.ledger.batches(run.run_id)[0].attempts == 5
+
+
+def test_no_consent_no_export(world: World) -> None:
+    world.destination(consent=None)
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    world.pump()
+    run = world.only_run()
+    assert run.state == "failed"
+    assert "no data-privacy consent is recorded for destination 'marketing'" in run.error
+    assert not any("PUT" in k for k in world.sandbox.requests())  # type: ignore[attr-defined]
+
+
+def test_an_unreadable_file_fails_its_run_with_a_message(world: World) -> None:
+    world.destination()
+    version = world.storage.put_snapshot("loyal/bad.csv", b"Email,Name\na@b.co,Jos\xe9\n")
+    runs.on_snapshot(world.svc, version)
+    world.pump()
+    run = world.only_run()
+    assert run.state == "failed"
+    assert "not UTF-8" in run.error and "line 2" in run.error
+    assert not [b for b in world.storage.blobs if "/batches/" in b]
+
+
+def test_a_missing_secret_fails_the_run_clearly(world: World) -> None:
+    world.destination(api_key_secret="MISSING_KEY")
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    world.pump()
+    run = world.only_run()
+    assert run.state == "failed"
+    assert "the API key secret 'MISSING_KEY' is not set" in run.error
+
+
+def test_a_refused_key_fails_the_batch_without_retrying() -> None:
+    with start_sandbox("--api-key", "SG.the-right-one") as keyed:
+        settings = SendGridSettings(base_url=keyed.url, timeout_seconds=5)
+        list_id = SendGridClient("SG.the-right-one", settings).create_list("l").id
+        world = World(
+            runs.Services(
+                storage=MemoryStorage(),
+                ledger=MemoryRunLedger(),
+                destinations=MemoryDestinationStore(),
+                secrets=EnvSecretProvider({"SG_KEY": "SG.revoked-key"}),
+                sendgrid_settings=settings,
+            ),
+            storage=MemoryStorage(),
+            ledger=MemoryRunLedger(),
+            destinations=MemoryDestinationStore(),
+            client=SendGridClient("SG.the-right-one", settings),
+            list_id=list_id,
+            sandbox=keyed,
+        )
+        world.storage = world.svc.storage  # type: ignore[assignment]
+        world.ledger = world.svc.ledger  # type: ignore[assignment]
+        world.destinations = world.svc.destinations  # type: ignore[assignment]
+        world.destination()
+        runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+        world.pump()  # no exception: a refused key is not retried
+        run = world.only_run()
+        assert run.state == "failed"
+        assert "refused the API key" in run.error
+        assert "revoked-key" not in run.error
+
+
+def test_destination_removed_after_planning(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    world.destinations.delete("marketing")
+    world.pump()
+    run = world.only_run()
+    assert run.state == "failed"
+    assert "the destination was removed" in run.error
+
+
+def test_snapshot_replaced_before_planning_is_skipped(world: World) -> None:
+    world.destination()
+    old = world.drop("loyal/a.csv", segment_csv(10))
+    runs.on_snapshot(world.svc, old)
+    world.drop("loyal/a.csv", segment_csv(12))  # overwritten before the planner ran
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    run = world.only_run()
+    assert run.state == "skipped"
+    assert "replaced or deleted" in run.error
+
+
+def test_timer_re_exports_the_latest_snapshot_once_per_tick(world: World) -> None:
+    world.destination(segments=["loyal", "vip"])
+    world.drop("loyal/old.csv", segment_csv(5))
+    world.drop("loyal/new.csv", segment_csv(7))
+    world.drop("vip/x.csv", segment_csv(3))
+    world.drop("vip/model.json", b"{}".decode())  # not a snapshot file
+    tick = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    first = runs.refresh(world.svc, tick)
+    assert len(first) == 2
+    assert runs.refresh(world.svc, tick) == []  # the same tick again makes nothing new
+    world.pump()
+    snapshots = sorted(r.snapshot for r in world.ledger.runs())
+    assert snapshots == ["loyal/new.csv", "vip/x.csv"]
+    assert all(r.trigger == "timer" and r.state == "succeeded" for r in world.ledger.runs())
+
+
+def test_custom_fields_are_resolved_to_ids_or_fail_clearly(world: World) -> None:
+    world.destination(mapping={"custom:tier": "Tier"})
+    data = "Email,Tier\na@example.com,Gold\nb@example.com,\n"
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", data))
+    world.pump()
+    run = world.only_run()
+    assert run.state == "failed"
+    assert "custom field(s) 'tier' do not exist in SendGrid" in run.error
+
+    world.client.create_field("tier", "Text")
+    runs.on_snapshot(world.svc, world.drop("loyal/b.csv", data))
+    world.pump()
+    latest = world.ledger.runs()[0]
+    assert latest.state == "succeeded", latest.error
+    assert world.members()["a@example.com"]["custom_fields"] == {"tier": "Gold"}
+    assert "custom_fields" not in world.members()["b@example.com"]
+
+
+def test_run_ids_are_readable_and_stable_for_one_blob_version() -> None:
+    version = SnapshotVersion("loyal/a.csv", '"0x1"', datetime(2026, 11, 24, 9, 30, tzinfo=UTC), 1)
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    blob_id = runs.make_run_id("marketing", version, "blob", at)
+    assert blob_id.startswith("20261124T093000-")
+    assert blob_id == runs.make_run_id("marketing", version, "blob", datetime.now(UTC))
+    assert blob_id != runs.make_run_id("sales", version, "blob", at)
+    assert runs.make_run_id("marketing", version, "api", at) != runs.make_run_id(
+        "marketing", version, "api", at
+    )
+    assert json.dumps(blob_id)  # plain text, usable as a table key and blob prefix

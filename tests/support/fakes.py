@@ -1,0 +1,78 @@
+"""In-memory stand-ins behind the flow's narrow storage interface (for fast flow tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+from exporter.storage import SnapshotVersion, is_snapshot_file
+
+
+@dataclass
+class Sent:
+    queue: str
+    body: str
+    delay: float
+
+
+@dataclass
+class MemoryStorage:
+    """Snapshots, app blobs and queues in dicts; queues are drained by the test, in order."""
+
+    snapshots: dict[str, tuple[bytes, SnapshotVersion]] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    queues: dict[str, list[Sent]] = field(default_factory=lambda: defaultdict(list))
+    _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def put_snapshot(self, name: str, data: bytes) -> SnapshotVersion:
+        etag = '"' + hashlib.sha256(data + name.encode()).hexdigest()[:16] + '"'
+        at = datetime(2026, 11, 24, tzinfo=UTC) + timedelta(seconds=next(self._clock))
+        version = SnapshotVersion(name, etag, at, len(data))
+        self.snapshots[name] = (data, version)
+        return version
+
+    def send(self, queue: str, message: Any, *, delay: float = 0) -> None:
+        self.queues[queue].append(Sent(queue, message.encode(), delay))
+
+    def take(self, queue: str) -> list[Sent]:
+        taken, self.queues[queue] = self.queues[queue], []
+        return taken
+
+    def open_snapshot(self, version: SnapshotVersion) -> IO[bytes]:
+        if version.name not in self.snapshots:
+            raise ResourceNotFoundError("gone")
+        data, current = self.snapshots[version.name]
+        if current.etag != version.etag:
+            raise ResourceModifiedError("changed")
+        return io.BytesIO(data)
+
+    def latest_snapshot(self, segment: str) -> SnapshotVersion | None:
+        versions = [
+            v
+            for name, (_, v) in self.snapshots.items()
+            if name.startswith(f"{segment}/") and is_snapshot_file(name)
+        ]
+        return max(versions, key=lambda v: v.last_modified, default=None)
+
+    def write_batch(self, run_id: str, index: int, contacts_json: str) -> None:
+        self.blobs[f"runs/{run_id}/batches/{index:05d}.json"] = contacts_json.encode()
+
+    def read_batch(self, run_id: str, index: int) -> str:
+        return self.blobs[f"runs/{run_id}/batches/{index:05d}.json"].decode()
+
+    def write_report(self, run_id: str, report: IO[bytes]) -> str:
+        report.seek(0)
+        name = f"runs/{run_id}/rejects.csv"
+        self.blobs[name] = report.read()
+        return name
+
+    def delete_run_blobs(self, run_id: str) -> None:
+        for name in [n for n in self.blobs if n.startswith(f"runs/{run_id}/batches/")]:
+            del self.blobs[name]
