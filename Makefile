@@ -27,8 +27,8 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-# Until the function app lands, the demo is the offline dry run on a generated segment;
-# it fails if the counts differ from what the generator planted.
+# Starts Azurite (installed with npm on first use), the SendGrid sandbox and the Functions host,
+# exports a generated 50k-profile segment, prints the run and the list count, stops everything.
 demo: $(STAMP)
 	$(PY) -m exporter demo --dir .demo
 

@@ -15,7 +15,7 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, Final
@@ -61,7 +61,7 @@ from exporter.storage import RunStorage, SnapshotVersion, Storage
 
 log = logging.getLogger("exporter.runs")
 
-FIRST_JOB_CHECK: Final = 2.0
+FIRST_JOB_CHECK: Final = 1.0
 """Seconds before the first look at an import job (SendGrid rarely settles one sooner)."""
 MAX_JOB_CHECK_DELAY: Final = 60.0
 MAX_JOB_CHECKS: Final = 200
@@ -86,16 +86,18 @@ class Services:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_env(cls) -> Services:
-        storage = Storage.from_env()
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Services:
+        """From app settings (the environment by default), creating containers and queues."""
+        env = os.environ if env is None else env
+        storage = Storage.from_env(env)
         storage.ensure()
         return cls(
             storage=storage,
             ledger=TableRunLedger(storage.tables),
             destinations=BlobDestinationStore(storage.app),
-            secrets=EnvSecretProvider(),
-            sendgrid_settings=SendGridSettings.from_env(),
-            max_batch_contacts=_batch_size(os.environ.get("MAX_BATCH_CONTACTS")),
+            secrets=EnvSecretProvider(env),
+            sendgrid_settings=SendGridSettings.from_env(env),
+            max_batch_contacts=_batch_size(env.get("MAX_BATCH_CONTACTS")),
         )
 
     def sendgrid(self, destination: Destination) -> SendGridClient:

@@ -6,8 +6,10 @@ API-key references).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -55,3 +57,20 @@ _SETTING_NAMES = {
     "timeout_seconds": "SENDGRID_TIMEOUT_SECONDS",
     "connect_timeout_seconds": "SENDGRID_CONNECT_TIMEOUT_SECONDS",
 }
+
+
+def load_app_settings(
+    path: str | os.PathLike[str] = "local.settings.json", env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """App settings as a local tool sees them: `local.settings.json` Values under the
+    environment (the environment wins), as Core Tools does."""
+    values: dict[str, str] = {}
+    file = Path(path)
+    if file.is_file():
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InputError(f"{file} is not valid JSON: {exc}") from None
+        values.update({str(k): str(v) for k, v in (document.get("Values") or {}).items()})
+    values.update(os.environ if env is None else env)
+    return values

@@ -24,7 +24,7 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_checks_a_generated_segment_and_agrees_with_what_was_planted(tmp_path: Path) -> None:
-    done = run("-m", "exporter", "demo", "--rows", "3000", "--dir", str(tmp_path))
+    done = run("-m", "exporter", "demo", "--offline", "--rows", "3000", "--dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "rows read" in done.stdout
     assert "       3,000" in done.stdout

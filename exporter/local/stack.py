@@ -1,0 +1,218 @@
+"""The local stack: Azurite, the SendGrid sandbox and the local Functions host, run together.
+
+Each part is a child process that this module starts and stops by its PID (never by name), so
+`python -m exporter up`, the demo and the end-to-end tests leave nothing behind, also on Ctrl-C or
+failure. The host runs as its own process, so a test can kill it mid-batch like a crashed worker.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Final, Self
+
+from exporter.local.azurite import AzuriteProcess, ensure_installed, start_azurite
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+START_TIMEOUT: Final = 60.0
+
+
+class StackError(RuntimeError):
+    """A part of the local stack did not start; the message carries its last output."""
+
+
+class Child:
+    """A child process whose output is pumped to a ring buffer (and optionally echoed)."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        ready: re.Pattern[str],
+        echo: bool = False,
+        timeout: float = START_TIMEOUT,
+    ) -> None:
+        self.name = name
+        self._output: deque[str] = deque(maxlen=200)
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._echo = echo
+        self.process = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        assert self.process.stdout is not None
+        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
+        self.match = self._wait_for(ready, timeout)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._output.append(line.rstrip("\n"))
+            self._lines.put(line)
+            if self._echo:
+                sys.stderr.write(f"[{self.name}] {line}")
+
+    def _wait_for(self, ready: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            found = ready.search(line)
+            if found:
+                return found
+        self.stop()
+        raise StackError(f"{self.name} did not start; its last output:\n{self.output()}")
+
+    def output(self) -> str:
+        return "\n".join(self._output)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as when a worker machine dies: no clean-up runs in the child."""
+        if self.alive():
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+class Stack:
+    """Azurite + sandbox + host. Use as a context manager; `settings` are the app settings the
+    host runs with (and that a client in this process can use to reach the same storage)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        root: Path = REPO_ROOT,
+        fixed_ports: bool = False,
+        sandbox_args: Sequence[str] = (),
+        settings: Mapping[str, str] | None = None,
+        echo: bool = False,
+    ) -> None:
+        self.root = root
+        self.data_dir = data_dir
+        self.fixed_ports = fixed_ports
+        self.sandbox_args = list(sandbox_args)
+        self.extra_settings = dict(settings or {})
+        self.echo = echo
+        self.azurite: AzuriteProcess | None = None
+        self.sandbox: Child | None = None
+        self.host: Child | None = None
+        self.settings: dict[str, str] = {}
+        self.sandbox_url = ""
+
+    def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        ensure_installed(self.root)
+        ports = (10000, 10001, 10002) if self.fixed_ports else (0, 0, 0)
+        self.azurite = start_azurite(
+            self.data_dir / "azurite", blob_port=ports[0], queue_port=ports[1], table_port=ports[2]
+        )
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+        self.sandbox = Child(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "exporter.local.sandbox",
+                "--port",
+                "3030" if self.fixed_ports else "0",
+                *self.sandbox_args,
+            ],
+            env=base_env,
+            cwd=self.root,
+            ready=re.compile(r"sandbox listening on (\S+)"),
+            echo=self.echo,
+        )
+        self.sandbox_url = self.sandbox.match.group(1)
+        self.settings = {
+            "FUNCTIONS_WORKER_RUNTIME": "python",
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "SENDGRID_API_BASE_URL": self.sandbox_url,
+            "REFRESH_SCHEDULE": "0 0 2 * * *",
+            "KEY_VAULT_URI": "",
+            **self.extra_settings,
+        }
+        self.start_host()
+
+    def start_host(self) -> Child:
+        """(Re)start the Functions host against the running Azurite and sandbox."""
+        http_port = "7071" if self.fixed_ports else "0"
+        self.host = Child(
+            "host",
+            [
+                sys.executable,
+                "-m",
+                "exporter.local.host",
+                "--app-dir",
+                str(self.root),
+                "--http-port",
+                http_port,
+            ],
+            env={**os.environ, **self.settings},
+            cwd=self.root,
+            ready=re.compile(r"host started"),
+            echo=self.echo,
+        )
+        return self.host
+
+    def stop(self) -> None:
+        """Stop the host, the sandbox and Azurite, each by its PID (idempotent)."""
+        for child in (self.host, self.sandbox):
+            if child is not None:
+                child.stop()
+        if self.azurite is not None:
+            self.azurite.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,74 @@
+"""What an operator does by hand, shared by the CLI and the HTTP API: drop a snapshot, follow
+its runs, read runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from azure.storage.blob import ContentSettings
+
+from exporter.errors import InputError
+from exporter.ledger import RunRecord
+from exporter.reporting import Progress, progress
+from exporter.runs import Services, segment_of
+from exporter.storage import SEGMENTS, SnapshotVersion, Storage, is_snapshot_file
+
+
+def upload_snapshot(storage: Storage, path: Path, segment: str) -> SnapshotVersion:
+    """Put a local file where the data platform would: `segments/<segment>/<file name>`."""
+    if not path.is_file():
+        raise InputError(f"{path} is not a file")
+    if not segment or "/" in segment:
+        raise InputError(f"segment {segment!r} must be a folder name (no '/')")
+    name = f"{segment}/{path.name}"
+    if not is_snapshot_file(name):
+        raise InputError(f"{path.name}: a snapshot is a .csv or .jsonl file, optionally .gz")
+    blob = storage.blobs.get_blob_client(SEGMENTS, name)
+    with path.open("rb") as data:
+        result = blob.upload_blob(
+            data,
+            overwrite=True,
+            max_concurrency=2,
+            content_settings=ContentSettings(content_type="application/octet-stream"),
+        )
+    return SnapshotVersion(name, str(result["etag"]), result["last_modified"], path.stat().st_size)
+
+
+def expected_destinations(svc: Services, version: SnapshotVersion) -> list[str]:
+    segment = segment_of(version.name)
+    return [d.name for d in svc.destinations.all() if segment in d.segments]
+
+
+def runs_of(svc: Services, version: SnapshotVersion) -> list[RunRecord]:
+    return [
+        r
+        for r in svc.ledger.runs(limit=500)
+        if r.snapshot == version.name and r.etag == version.etag
+    ]
+
+
+def follow(
+    svc: Services,
+    version: SnapshotVersion,
+    expected: int,
+    *,
+    timeout: float,
+    on_progress: Callable[[dict[str, Progress]], None],
+    poll: float = 0.5,
+) -> list[RunRecord]:
+    """Wait until the `expected` runs of this snapshot version exist and have all finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = runs_of(svc, version)
+        states = {r.run_id: progress(r, svc.ledger.batches(r.run_id)) for r in found}
+        on_progress(states)
+        if len(found) >= expected and all(p.final for p in states.values()):
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{len(found)} of {expected} runs found, "
+                f"{sum(p.final for p in states.values())} finished after {timeout:.0f} s"
+            )
+        time.sleep(poll)
