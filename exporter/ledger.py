@@ -64,6 +64,8 @@ class RunRecord:
     request_queued: bool = False
     """Set once the export request is in its queue: a repeat that finds it unset knows the
     first attempt died in between, and queues it again."""
+    batches_queued: bool = False
+    """Set once every batch message is in its queue (the same crash window, one step later)."""
     error: str = ""
     list_id: str = ""
     reject_report: str = ""

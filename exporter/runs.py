@@ -253,8 +253,12 @@ def _custom_field_ids(svc: Services, destination: Destination) -> dict[str, str]
 def plan_run(svc: Services, request: ExportRequest) -> None:
     """Stream the snapshot into batch blobs and a reject report; queue one message per batch."""
     run = svc.ledger.get_run(request.run_id)
-    if run is None or run.final or run.state in ("sending", "confirming"):
-        return  # unknown, or planned already (a repeat delivery)
+    if run is None or run.final:
+        return
+    if run.state in ("sending", "confirming"):
+        if not run.batches_queued:  # the planner died while queueing its batches
+            _queue_batches(svc, request.run_id)
+        return  # planned already (a repeat delivery)
     svc.ledger.update_run(request.run_id, lambda r: _set(r, state="planning"))
     destination = svc.destinations.get(request.destination)
     if destination is None:
@@ -336,8 +340,8 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         return True
 
     svc.ledger.update_run(run_id, planned)
-    for record in records:
-        svc.storage.send(CONTACT_BATCHES, BatchMessage(run_id=run_id, batch=record.index))
+    if records:
+        _queue_batches(svc, run_id)
     _event(
         "run planned",
         run_id=run_id,
@@ -349,6 +353,14 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         duplicates=stats.duplicates,
         batches=stats.batches,
     )
+
+
+def _queue_batches(svc: Services, run_id: str) -> None:
+    """One message per batch not yet sent; then note that all are queued."""
+    for batch in svc.ledger.batches(run_id):
+        if batch.state == "queued":
+            svc.storage.send(CONTACT_BATCHES, BatchMessage(run_id=run_id, batch=batch.index))
+    svc.ledger.update_run(run_id, lambda r: _set(r, batches_queued=True))
 
 
 class _TextSink:
@@ -402,8 +414,15 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
     run_id, index = message.run_id, message.batch
     batch = svc.ledger.get_batch(run_id, index)
     run = svc.ledger.get_run(run_id)
-    if batch is None or run is None or batch.state != "queued":
-        return  # sent already (a repeat delivery), or its run is gone
+    if batch is None or run is None:
+        return  # its run is gone
+    if batch.state == "accepted":
+        # Sent already. The first delivery may have died before queueing the job check: queue
+        # one (a second check of the same job is harmless; a missing one would hang the run).
+        svc.storage.send(IMPORT_JOBS, JobCheck(run_id=run_id, batch=index, job_id=batch.job_id))
+        return
+    if batch.state != "queued":
+        return  # settled
     destination = _destination_for(svc, run)
     if isinstance(destination, str):
         _fail_batch(svc, run_id, index, destination)
@@ -455,7 +474,10 @@ def follow_job(svc: Services, message: JobCheck) -> None:
     run_id, index = message.run_id, message.batch
     batch = svc.ledger.get_batch(run_id, index)
     run = svc.ledger.get_run(run_id)
-    if batch is None or run is None or batch.settled:
+    if batch is None or run is None:
+        return
+    if batch.settled:
+        finalise(svc, run_id)  # the first delivery may have died before finalising
         return
     destination = _destination_for(svc, run)
     if isinstance(destination, str):

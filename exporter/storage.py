@@ -44,6 +44,8 @@ SEGMENTS: Final = "segments"
 APP_CONTAINER: Final = "exporter"
 QUEUES: Final = (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS)
 MAX_QUEUE_DELAY: Final = 7 * 24 * 3600 - 60  # a queue message can be hidden for up to 7 days
+_STREAMING: Final = {"max_single_get_size": 4 << 20, "max_chunk_get_size": 4 << 20}
+"""Snapshots are read in 4 MiB ranges (the SDK's first GET would otherwise take 32 MiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ class Storage:
             if connection == "UseDevelopmentStorage=true":
                 connection = AZURITE_CONNECTION_STRING
             return cls(
-                BlobServiceClient.from_connection_string(connection),
+                BlobServiceClient.from_connection_string(connection, **_STREAMING),
                 QueueServiceClient.from_connection_string(connection),
                 TableServiceClient.from_connection_string(connection),
             )
@@ -121,7 +123,9 @@ class Storage:
             )
         credential = _credential(env, setting)
         return cls(
-            BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=credential),
+            BlobServiceClient(
+                f"https://{account}.blob.core.windows.net", credential=credential, **_STREAMING
+            ),
             QueueServiceClient(f"https://{account}.queue.core.windows.net", credential=credential),
             TableServiceClient(f"https://{account}.table.core.windows.net", credential=credential),
         )

@@ -398,3 +398,84 @@ def test_run_ids_are_readable_and_stable_for_one_blob_version() -> None:
         "marketing", version, "api", at
     )
     assert json.dumps(blob_id)  # plain text, usable as a table key and blob prefix
+
+
+class Crash(Exception):
+    """The worker process died here."""
+
+
+def crash_on_send(world: World, queue: str, after: int) -> None:
+    """Make the `after`-th send to `queue` die (once), as a killed worker would."""
+    original = world.storage.send
+    sent = {"n": 0, "crashed": False}
+
+    def send(q: str, message: object, *, delay: float = 0) -> None:
+        if q == queue and not sent["crashed"]:
+            sent["n"] += 1
+            if sent["n"] == after:
+                sent["crashed"] = True
+                raise Crash
+        original(q, message, delay=delay)
+
+    world.storage.send = send  # type: ignore[method-assign]
+
+
+def deliver(world: World, queue: str) -> None:
+    handler, model = {
+        EXPORT_REQUESTS: (runs.plan_run, ExportRequest),
+        CONTACT_BATCHES: (runs.send_batch, BatchMessage),
+        IMPORT_JOBS: (runs.follow_job, JobCheck),
+    }[queue]
+    for m in world.storage.take(queue):
+        try:
+            handler(world.svc, decode(model, m.body))  # type: ignore[operator]
+        except Crash:
+            world.storage.queues[queue].append(m)  # the message comes back after the lease
+
+
+def test_a_planner_dying_while_queueing_batches_does_not_hang_the_run(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
+    crash_on_send(world, CONTACT_BATCHES, after=2)  # dies after queueing the first batch
+    deliver(world, EXPORT_REQUESTS)
+    assert world.only_run().state == "sending"
+    assert len(world.storage.queues[CONTACT_BATCHES]) == 1
+    world.pump()  # the export request is redelivered
+    run = world.only_run()
+    assert (run.state, run.batches_done, run.created) == ("succeeded", 3, 100)
+
+
+def test_a_worker_dying_before_queueing_the_job_check_does_not_hang_the_run(
+    world: World,
+) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(30)))
+    deliver(world, EXPORT_REQUESTS)
+    crash_on_send(world, IMPORT_JOBS, after=1)
+    deliver(world, CONTACT_BATCHES)  # upserted and recorded, then died
+    (batch,) = world.ledger.batches(world.only_run().run_id)
+    assert batch.state == "accepted" and not world.storage.queues[IMPORT_JOBS]
+    world.pump()  # the batch message is redelivered: the job check is queued, not a new upsert
+    run = world.only_run()
+    assert (run.state, run.created) == ("succeeded", 30)
+    upserts = sum(
+        n for k, n in world.sandbox.requests().items() if k.startswith("PUT /v3/marketing/contacts")
+    )  # type: ignore[attr-defined]
+    assert upserts == 1
+
+
+def test_a_follower_dying_before_finalising_does_not_hang_the_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(30)))
+    deliver(world, EXPORT_REQUESTS)
+    deliver(world, CONTACT_BATCHES)
+    time.sleep(0.2)
+    real = runs.finalise
+    monkeypatch.setattr(runs, "finalise", lambda svc, run_id: (_ for _ in ()).throw(Crash()))
+    deliver(world, IMPORT_JOBS)  # the batch settled, then the process died
+    assert world.only_run().state == "confirming"
+    monkeypatch.setattr(runs, "finalise", real)
+    world.pump()  # the job check is redelivered
+    assert world.only_run().state == "succeeded"
