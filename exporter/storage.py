@@ -44,7 +44,7 @@ SEGMENTS: Final = "segments"
 APP_CONTAINER: Final = "exporter"
 QUEUES: Final = (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS)
 MAX_QUEUE_DELAY: Final = 7 * 24 * 3600 - 60  # a queue message can be hidden for up to 7 days
-_STREAMING: Final = {"max_single_get_size": 4 << 20, "max_chunk_get_size": 4 << 20}
+READ_RANGE: Final = 4 << 20
 """Snapshots are read in 4 MiB ranges (the SDK's first GET would otherwise take 32 MiB)."""
 
 
@@ -111,7 +111,9 @@ class Storage:
             if connection == "UseDevelopmentStorage=true":
                 connection = AZURITE_CONNECTION_STRING
             return cls(
-                BlobServiceClient.from_connection_string(connection, **_STREAMING),
+                BlobServiceClient.from_connection_string(
+                    connection, max_single_get_size=READ_RANGE, max_chunk_get_size=READ_RANGE
+                ),
                 QueueServiceClient.from_connection_string(connection),
                 TableServiceClient.from_connection_string(connection),
             )
@@ -124,7 +126,10 @@ class Storage:
         credential = _credential(env, setting)
         return cls(
             BlobServiceClient(
-                f"https://{account}.blob.core.windows.net", credential=credential, **_STREAMING
+                f"https://{account}.blob.core.windows.net",
+                credential=credential,
+                max_single_get_size=READ_RANGE,
+                max_chunk_get_size=READ_RANGE,
             ),
             QueueServiceClient(f"https://{account}.queue.core.windows.net", credential=credential),
             TableServiceClient(f"https://{account}.table.core.windows.net", credential=credential),
