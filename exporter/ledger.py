@@ -71,6 +71,11 @@ class RunRecord:
     reject_report: str = ""
     rows: int = 0
     valid: int = 0
+    unchanged: int = 0
+    sent: int = 0
+    members: int = 0
+    full_refresh: bool = False
+    state_committed: bool = False
     rejected: int = 0
     duplicates: int = 0
     blank: int = 0

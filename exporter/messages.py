@@ -36,6 +36,7 @@ class ExportRequest(_Message):
     etag: str = Field(description="the snapshot version this run exports")
     trigger: Trigger
     requested_at: datetime
+    full_refresh: bool = Field(default=False, description="send every contact, changed or not")
 
 
 class BatchMessage(_Message):

@@ -17,6 +17,7 @@ from exporter.batching import DEFAULT_LIMITS, Batch, BatchLimits, BatchPacker
 from exporter.contacts import ContactBuilder
 from exporter.mapping import FieldMapping
 from exporter.snapshots import BLANK, RowProblem, Snapshot, open_snapshot
+from exporter.state import Delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class PlanStats:
 
     rows: int = 0
     valid: int = 0
+    unchanged: int = 0
+    """Valid contacts the list already holds as they are (not sent; see `exporter.state`)."""
     rejected: int = 0
     duplicates: int = 0
     blank: int = 0
@@ -47,6 +50,7 @@ class PlanStats:
         return {
             "rows": self.rows,
             "valid": self.valid,
+            "unchanged": self.unchanged,
             "rejected": self.rejected,
             "duplicates": self.duplicates,
             "blank": self.blank,
@@ -65,16 +69,22 @@ def plan(
     on_reject: Callable[[RejectedRow], None] | None = None,
     custom_field_ids: Mapping[str, str] | None = None,
     limits: BatchLimits = DEFAULT_LIMITS,
+    delta: Delta | None = None,
 ) -> PlanStats:
-    """Plan one snapshot. Raises SnapshotError if the file turns out unreadable part-way."""
+    """Plan one snapshot. Raises SnapshotError if the file turns out unreadable part-way.
+
+    With a `delta`, only contacts new or changed since its old state go into batches (the others
+    count as `unchanged`), and the delta collects the new state.
+    """
     stats = PlanStats()
     builder = ContactBuilder(snapshot.mapping.fields, custom_field_ids)
     build = builder.build
     packer = BatchPacker(limits)
     add = packer.add
     max_contact = limits.max_contact_bytes
-    seen: set[str] = set()
-    remember = seen.add
+    seen: set[str] | dict[str, int] = set() if delta is None else delta.members
+    remember = seen.add if isinstance(seen, set) else None
+    observe = delta.observe if delta is not None else None
     reasons = stats.reasons
     valid = duplicates = blank = batches = body_bytes = 0
     row = 0
@@ -111,8 +121,11 @@ def plan(
                         f"the contact is {size:,} bytes; one request allows {max_contact:,}",
                     )
                 if type(built) is tuple:
-                    remember(email)
                     valid += 1
+                    if remember is not None:
+                        remember(email)
+                    elif not observe(email, contact):  # type: ignore[misc]
+                        continue  # unchanged since the last fully successful run
                     closed = add(contact, size)
                     if closed is not None:
                         emit(closed)
@@ -132,6 +145,7 @@ def plan(
         emit(last)
     stats.rows = row
     stats.valid = valid
+    stats.unchanged = delta.unchanged if delta is not None else 0
     stats.duplicates = duplicates
     stats.blank = blank
     stats.rejected = sum(reasons.values())

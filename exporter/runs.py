@@ -57,6 +57,7 @@ from exporter.sendgrid import (
 )
 from exporter.settings import SendGridSettings
 from exporter.snapshots import open_snapshot
+from exporter.state import Delta, StateFormatError, SyncedState
 from exporter.storage import RunStorage, SnapshotVersion, Storage
 
 log = logging.getLogger("exporter.runs")
@@ -159,6 +160,7 @@ def request_exports(
     *,
     at: datetime | None = None,
     only: Iterable[str] | None = None,
+    full_refresh: bool = False,
 ) -> list[str]:
     """One run per destination that selected the snapshot's segment; returns their ids."""
     at = at or utcnow()
@@ -179,6 +181,7 @@ def request_exports(
             etag=version.etag,
             trigger=trigger,
             list_id=destination.list_id,
+            full_refresh=full_refresh,
         )
         if not svc.ledger.create_run(run):
             existing = svc.ledger.get_run(run_id)
@@ -192,6 +195,7 @@ def request_exports(
             etag=version.etag,
             trigger=trigger,
             requested_at=at,
+            full_refresh=full_refresh,
         )
         svc.storage.send(EXPORT_REQUESTS, request)
         svc.ledger.update_run(run_id, lambda r: _set(r, request_queued=True))
@@ -293,9 +297,23 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
         raise
 
 
+def _old_state(svc: Services, destination: str, segment: str) -> SyncedState:
+    data = svc.storage.read_state(destination, segment)
+    if data is None:
+        return SyncedState.empty()
+    try:
+        return SyncedState.read_index(data)
+    except StateFormatError as exc:
+        log.warning("state of %s/%s unreadable (%s): sending everyone", destination, segment, exc)
+        return SyncedState.empty()
+
+
 def _plan(svc: Services, request: ExportRequest, destination: Destination) -> None:
     run_id = request.run_id
     custom_ids = _custom_field_ids(svc, destination)
+    delta = Delta(
+        _old_state(svc, destination.name, request.segment), full_refresh=request.full_refresh
+    )
     version = SnapshotVersion(request.snapshot, request.etag, request.requested_at, 0)
     records: list[BatchRecord] = []
 
@@ -318,14 +336,24 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
                 limits=BatchLimits(
                     max_contacts=svc.max_batch_contacts, list_ids=(destination.list_id,)
                 ),
+                delta=delta,
+            )
+        if stats.valid > destination.profile_cap:
+            raise InputError(
+                f"the segment has {stats.valid:,} valid profiles, over the cap of "
+                f"{destination.profile_cap:,} set on destination {destination.name!r}: nothing "
+                "was exported; raise the destination's profile_cap to export it"
             )
         report_name = svc.storage.write_report(run_id, spool) if stats.rejected else ""
 
     svc.ledger.put_batches(run_id, records)
+    members = svc.storage.write_pending_state(run_id, delta)
 
     def planned(run: RunRecord) -> bool:
         run.list_id = destination.list_id
         run.rows, run.valid, run.rejected = stats.rows, stats.valid, stats.rejected
+        run.unchanged, run.members = stats.unchanged, members
+        run.sent = sum(r.contacts for r in records)
         run.duplicates, run.blank = stats.duplicates, stats.blank
         run.warnings = sum(stats.warnings.values())
         run.batches, run.body_bytes = stats.batches, stats.body_bytes
@@ -339,9 +367,11 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
             run.finished_at = utcnow()
         return True
 
-    svc.ledger.update_run(run_id, planned)
+    run = svc.ledger.update_run(run_id, planned)
     if records:
         _queue_batches(svc, run_id)
+    else:
+        _commit_state(svc, run)  # nothing to send: the list already matches
     _event(
         "run planned",
         run_id=run_id,
@@ -351,6 +381,7 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         valid=stats.valid,
         rejected=stats.rejected,
         duplicates=stats.duplicates,
+        unchanged=stats.unchanged,
         batches=stats.batches,
     )
 
@@ -552,6 +583,7 @@ def finalise(svc: Services, run_id: str) -> RunRecord | None:
         return True
 
     run = svc.ledger.update_run(run_id, change)
+    _commit_state(svc, run)
     _event(
         "run finished",
         run_id=run_id,
@@ -562,6 +594,19 @@ def finalise(svc: Services, run_id: str) -> RunRecord | None:
         errored=run.errored,
     )
     return run
+
+
+def _commit_state(svc: Services, run: RunRecord) -> None:
+    """After a fully successful run (every batch done, no contact errored), its state becomes
+    the one the next run compares against. Anything less keeps the old state, so the next run
+    sends again what may not have landed. Safe to repeat."""
+    if run.state_committed or run.errored or run.batches_failed:
+        return
+    if run.state not in ("succeeded", "succeeded_with_errors"):
+        return
+    svc.storage.commit_state(run.run_id, run.destination, run.segment)
+    svc.ledger.update_run(run.run_id, lambda r: _set(r, state_committed=True))
+    _event("state committed", run_id=run.run_id, destination=run.destination, members=run.members)
 
 
 # --- poison messages -------------------------------------------------------------------------

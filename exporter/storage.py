@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,7 @@ from azure.storage.queue import (
 from exporter.errors import InputError
 from exporter.messages import CONTACT_BATCHES, EXPORT_REQUESTS, IMPORT_JOBS, POISON_SUFFIX
 from exporter.snapshots import detect_format
+from exporter.state import Delta
 
 SEGMENTS: Final = "segments"
 APP_CONTAINER: Final = "exporter"
@@ -85,6 +87,12 @@ class RunStorage(Protocol):
     def write_report(self, run_id: str, report: IO[bytes]) -> str: ...
 
     def delete_run_blobs(self, run_id: str) -> None: ...
+
+    def read_state(self, destination: str, segment: str) -> bytes | None: ...
+
+    def write_pending_state(self, run_id: str, delta: Delta) -> int: ...
+
+    def commit_state(self, run_id: str, destination: str, segment: str) -> None: ...
 
 
 class Storage:
@@ -220,8 +228,44 @@ class Storage:
             with contextlib.suppress(ResourceNotFoundError):
                 self.app.delete_blob(blob.name)
 
+    # --- synced state (see exporter.state) -------------------------------------------------------
+
+    def read_state(self, destination: str, segment: str) -> bytes | None:
+        """The committed state's index (16 bytes a member), or None before the first success."""
+        try:
+            data: bytes = self.app.download_blob(
+                state_blob(destination, segment, "index")
+            ).readall()
+        except ResourceNotFoundError:
+            return None
+        return data
+
+    def write_pending_state(self, run_id: str, delta: Delta) -> int:
+        """The state this run would leave, beside the run until it has fully succeeded."""
+        with (
+            tempfile.SpooledTemporaryFile(max_size=32 << 20) as index,
+            tempfile.SpooledTemporaryFile(max_size=32 << 20) as emails,
+        ):
+            count = delta.write(index, emails)
+            for part, spool in (("index", index), ("emails", emails)):
+                spool.seek(0)
+                self.app.upload_blob(f"runs/{run_id}/state/{part}", spool, overwrite=True)
+        return count
+
+    def commit_state(self, run_id: str, destination: str, segment: str) -> None:
+        """Make a run's pending state the destination x segment's state (streamed copy)."""
+        for part in ("emails", "index"):  # the index last: it is what the next run reads first
+            source = self.app.download_blob(f"runs/{run_id}/state/{part}")
+            self.app.upload_blob(
+                state_blob(destination, segment, part), source.chunks(), overwrite=True
+            )
+
     def blobs_under(self, container: str, prefix: str) -> Iterator[Any]:
         yield from self.blobs.get_container_client(container).list_blobs(name_starts_with=prefix)
+
+
+def state_blob(destination: str, segment: str, part: str) -> str:
+    return f"state/{destination}/{segment}/{part}"
 
 
 def batch_blob(run_id: str, index: int) -> str:

@@ -479,3 +479,91 @@ def test_a_follower_dying_before_finalising_does_not_hang_the_run(
     monkeypatch.setattr(runs, "finalise", real)
     world.pump()  # the job check is redelivered
     assert world.only_run().state == "succeeded"
+
+
+def upserted(world: World) -> int:
+    """Contacts PUT to SendGrid so far (from the sandbox's members and request counts)."""
+    return sum(
+        n
+        for k, n in world.sandbox.requests().items()
+        if k.startswith("PUT /v3/marketing/contacts")  # type: ignore[attr-defined]
+    )
+
+
+def latest(world: World) -> RunRecord:
+    return world.ledger.runs()[0]
+
+
+def test_a_refresh_sends_only_what_changed(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
+    world.pump()
+    first = latest(world)
+    assert (first.sent, first.unchanged, first.members, first.state_committed) == (
+        100,
+        0,
+        100,
+        True,
+    )
+
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))  # same content
+    world.pump()
+    same = latest(world)
+    assert same.run_id != first.run_id
+    assert (same.state, same.sent, same.unchanged, same.batches) == ("succeeded", 0, 100, 0)
+    assert upserted(world) == 3  # the first run's three batches only
+
+    changed = segment_csv(100).replace("Name7,", "Renamed7,").replace("Name42,", "Renamed42,")
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "new@example.com,New,X\n"))
+    world.pump()
+    delta = latest(world)
+    assert (delta.state, delta.sent, delta.unchanged, delta.members) == ("succeeded", 3, 98, 101)
+    assert upserted(world) == 4
+    members = world.members()
+    assert members["user7@example.com"]["first_name"] == "Renamed7"
+    assert "new@example.com" in members
+
+
+def test_a_full_refresh_sends_everyone(world: World) -> None:
+    world.destination()
+    version = world.drop("loyal/a.csv", segment_csv(50))
+    runs.on_snapshot(world.svc, version)
+    world.pump()
+    runs.request_exports(world.svc, version, "api", full_refresh=True)
+    world.pump()
+    run = latest(world)
+    assert (run.full_refresh, run.sent, run.unchanged, run.state) == (True, 50, 50, "succeeded")
+
+
+def test_a_failed_run_keeps_the_old_state_so_the_next_run_sends_again(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(60)))
+    world.pump()
+    changed = segment_csv(60).replace(",Name", ",Changed")  # all 60 changed
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    first, second = world.storage.take(CONTACT_BATCHES)
+    runs.send_batch(world.svc, decode(BatchMessage, first.body))  # one batch lands
+    runs.batch_poisoned(world.svc, decode(BatchMessage, second.body))  # the other never does
+    world.pump()
+    failed = latest(world)
+    assert (failed.state, failed.state_committed) == ("failed", False)
+
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "\n"))  # same rows again
+    world.pump()
+    again = latest(world)
+    assert (again.state, again.sent, again.state_committed) == ("succeeded", 60, True)
+    assert all(m["first_name"].startswith("Changed") for m in world.members().values())
+
+
+def test_over_the_profile_cap_nothing_is_sent(world: World) -> None:
+    world.destination(profile_cap=50)
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(51)))
+    world.pump()
+    run = latest(world)
+    assert run.state == "failed"
+    assert "51 valid profiles, over the cap of 50 set on destination 'marketing'" in run.error
+    assert upserted(world) == 0
+    assert not [b for b in world.storage.blobs if "/batches/" in b]
+    assert world.storage.read_state("marketing", "loyal") is None

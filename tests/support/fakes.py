@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
+from exporter.state import Delta
 from exporter.storage import SnapshotVersion, is_snapshot_file
 
 
@@ -76,3 +77,19 @@ class MemoryStorage:
     def delete_run_blobs(self, run_id: str) -> None:
         for name in [n for n in self.blobs if n.startswith(f"runs/{run_id}/batches/")]:
             del self.blobs[name]
+
+    def read_state(self, destination: str, segment: str) -> bytes | None:
+        return self.blobs.get(f"state/{destination}/{segment}/index")
+
+    def write_pending_state(self, run_id: str, delta: Delta) -> int:
+        index, emails = io.BytesIO(), io.BytesIO()
+        count = delta.write(index, emails)
+        self.blobs[f"runs/{run_id}/state/index"] = index.getvalue()
+        self.blobs[f"runs/{run_id}/state/emails"] = emails.getvalue()
+        return count
+
+    def commit_state(self, run_id: str, destination: str, segment: str) -> None:
+        for part in ("emails", "index"):
+            self.blobs[f"state/{destination}/{segment}/{part}"] = self.blobs[
+                f"runs/{run_id}/state/{part}"
+            ]

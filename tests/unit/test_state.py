@@ -1,0 +1,77 @@
+import io
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.planning import plan, plan_file
+from exporter.snapshots import open_snapshot
+from exporter.state import Delta, StateFormatError, SyncedState, read_emails
+
+
+def csv_of(people: dict[str, str]) -> bytes:
+    rows = ["Email,FirstName"] + [f"{e},{n}" for e, n in people.items()]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def run(people: dict[str, str], old: SyncedState, full: bool = False):
+    delta = Delta(old, full_refresh=full)
+    sent: list[dict[str, str]] = []
+    with open_snapshot(io.BytesIO(csv_of(people)), name="s.csv") as snapshot:
+        stats = plan(
+            snapshot, delta=delta, on_batch=lambda b: sent.extend(json.loads(c) for c in b.contacts)
+        )
+    index, emails = io.BytesIO(), io.BytesIO()
+    delta.write(index, emails)
+    new = SyncedState.read_index(index.getvalue())
+    return stats, sent, delta, new, emails.getvalue()
+
+
+people = st.dictionaries(
+    st.integers(0, 300).map(lambda n: f"user{n}@example.com"),
+    st.sampled_from(["Ann", "Bo", "Cy", "Dee", "Zoë"]),
+    max_size=60,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=people, after=people)
+def test_only_new_and_changed_contacts_are_sent_and_leavers_are_found(before, after):
+    _, _, _, state, emails = run(before, SyncedState.empty())
+    stats, sent, delta, _, _ = run(after, state)
+    expected = {e for e, n in after.items() if before.get(e) != n}
+    assert {c["email"] for c in sent} == expected
+    assert stats.valid == len(after)
+    assert stats.unchanged == len(after) - len(expected)
+    assert delta.new == len(set(after) - set(before))
+    assert delta.changed == len(expected) - delta.new
+    leavers = set(read_emails(io.BytesIO(emails), state.left()))
+    assert leavers == set(before) - set(after)
+
+
+def test_full_refresh_sends_everyone_but_still_counts_unchanged():
+    _, _, _, state, _ = run({"a@b.co": "A", "c@d.co": "C"}, SyncedState.empty())
+    stats, sent, _, _, _ = run({"a@b.co": "A", "c@d.co": "C"}, state, full=True)
+    assert len(sent) == 2 and stats.unchanged == 2
+
+
+def test_state_round_trips_and_is_sorted():
+    *_, state, emails = run({f"u{i}@e.co": "x" for i in range(1000)}, SyncedState.empty())
+    assert len(state) == 1000
+    assert list(state.keys) == sorted(state.keys)
+    assert len(emails.decode().splitlines()) == 1000
+    assert state.index_of(123) == -1
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"SGSYNC01", b"NOTSTATE" + bytes(8), b"SGSYNC01" + (5).to_bytes(8, "little")]
+)
+def test_damaged_state_is_refused(data):
+    with pytest.raises(StateFormatError):
+        SyncedState.read_index(data)
+
+
+def test_plan_file_without_delta_is_unchanged_behaviour():
+    stats = plan_file(io.BytesIO(csv_of({"a@b.co": "A"})), name="x.csv")
+    assert (stats.valid, stats.unchanged) == (1, 0)
