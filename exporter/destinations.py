@@ -48,6 +48,12 @@ class Destination(BaseModel):
     segments: list[str] = Field(min_length=1)
     sync_mode: Literal["upsert", "mirror"] = "upsert"
     profile_cap: int = Field(default=DEFAULT_PROFILE_CAP, ge=1)
+    max_removal_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="mirror mode: the largest share of the list one run may remove",
+    )
     consent: Consent | None = None
 
     @field_validator("list_id")

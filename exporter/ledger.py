@@ -88,6 +88,8 @@ class RunRecord:
     created: int = 0
     updated: int = 0
     errored: int = 0
+    leavers: int = 0
+    removed: int = 0
     batches_done: int = 0
     batches_failed: int = 0
 
@@ -104,6 +106,9 @@ class BatchRecord:
     index: int
     contacts: int
     body_bytes: int
+    kind: str = "upsert"
+    """`upsert` (contacts into the list) or `remove` (emails out of it, mirror mode)."""
+    removed: int = 0
     state: str = "queued"
     job_id: str = ""
     attempts: int = 0
@@ -355,9 +360,10 @@ class TableRunLedger:
 def totals(batches: Iterable[BatchRecord]) -> dict[str, int]:
     """What the batches of a run add up to (for progress and finalisation)."""
     out = dict.fromkeys(
-        ("requested", "created", "updated", "errored", "accepted", "done", "failed"), 0
+        ("requested", "created", "updated", "errored", "removed", "accepted", "done", "failed"), 0
     )
     for b in batches:
+        out["removed"] += b.removed
         out["requested"] += b.requested
         out["created"] += b.created
         out["updated"] += b.updated

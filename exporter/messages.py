@@ -37,6 +37,9 @@ class ExportRequest(_Message):
     trigger: Trigger
     requested_at: datetime
     full_refresh: bool = Field(default=False, description="send every contact, changed or not")
+    allow_mass_removal: bool = Field(
+        default=False, description="mirror mode: allow removing more than the destination's share"
+    )
 
 
 class BatchMessage(_Message):

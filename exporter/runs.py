@@ -57,7 +57,7 @@ from exporter.sendgrid import (
 )
 from exporter.settings import SendGridSettings
 from exporter.snapshots import open_snapshot
-from exporter.state import Delta, StateFormatError, SyncedState
+from exporter.state import Delta, StateFormatError, SyncedState, read_emails
 from exporter.storage import RunStorage, SnapshotVersion, Storage
 
 log = logging.getLogger("exporter.runs")
@@ -161,6 +161,7 @@ def request_exports(
     at: datetime | None = None,
     only: Iterable[str] | None = None,
     full_refresh: bool = False,
+    allow_mass_removal: bool = False,
 ) -> list[str]:
     """One run per destination that selected the snapshot's segment; returns their ids."""
     at = at or utcnow()
@@ -196,6 +197,7 @@ def request_exports(
             trigger=trigger,
             requested_at=at,
             full_refresh=full_refresh,
+            allow_mass_removal=allow_mass_removal,
         )
         svc.storage.send(EXPORT_REQUESTS, request)
         svc.ledger.update_run(run_id, lambda r: _set(r, request_queued=True))
@@ -346,17 +348,22 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
             )
         report_name = svc.storage.write_report(run_id, spool) if stats.rejected else ""
 
+    leavers = 0
+    if destination.sync_mode == "mirror":
+        leavers = _plan_removals(
+            svc, request, destination, delta=delta, valid=stats.valid, records=records
+        )
     svc.ledger.put_batches(run_id, records)
     members = svc.storage.write_pending_state(run_id, delta)
 
     def planned(run: RunRecord) -> bool:
         run.list_id = destination.list_id
         run.rows, run.valid, run.rejected = stats.rows, stats.valid, stats.rejected
-        run.unchanged, run.members = stats.unchanged, members
-        run.sent = sum(r.contacts for r in records)
+        run.unchanged, run.members, run.leavers = stats.unchanged, members, leavers
+        run.sent = sum(r.contacts for r in records if r.kind == "upsert")
         run.duplicates, run.blank = stats.duplicates, stats.blank
         run.warnings = sum(stats.warnings.values())
-        run.batches, run.body_bytes = stats.batches, stats.body_bytes
+        run.batches, run.body_bytes = len(records), stats.body_bytes
         run.reasons, run.warning_kinds = dict(stats.reasons), dict(stats.warnings)
         run.reject_report = report_name
         run.error = ""
@@ -384,6 +391,56 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         unchanged=stats.unchanged,
         batches=stats.batches,
     )
+
+
+REMOVAL_BATCH: Final = 1000
+"""Emails per removal batch: 10 searches and 10 removals of 100 each."""
+
+
+def _plan_removals(
+    svc: Services,
+    request: ExportRequest,
+    destination: Destination,
+    *,
+    delta: Delta,
+    valid: int,
+    records: list[BatchRecord],
+) -> int:
+    """Mirror mode: removal batches for the members who left the segment (after the guard)."""
+    held = len(delta.old)
+    positions = list(delta.old.left())
+    if not positions:
+        return 0
+    share = len(positions) / held
+    too_many = share > destination.max_removal_share or valid == 0
+    if too_many and not request.allow_mass_removal:
+        raise InputError(
+            f"this snapshot would remove {len(positions):,} of the {held:,} contacts that "
+            f"destination {destination.name!r} holds from segment {request.segment!r} "
+            f"({share:.0%}; allowed: {destination.max_removal_share:.0%}"
+            + (", and it would empty the list" if valid == 0 else "")
+            + "): nothing was sent. If the segment really shrank, export again allowing "
+            "mass removal"
+        )
+    leavers = read_emails(svc.storage.state_emails(destination.name, request.segment), positions)
+    index = len(records)
+    chunk: list[str] = []
+    for email in leavers:
+        chunk.append(email)
+        if len(chunk) == REMOVAL_BATCH:
+            index = _removal_batch(svc, request.run_id, index, chunk, records)
+            chunk = []
+    if chunk:
+        _removal_batch(svc, request.run_id, index, chunk, records)
+    return len(positions)
+
+
+def _removal_batch(
+    svc: Services, run_id: str, index: int, emails: list[str], records: list[BatchRecord]
+) -> int:
+    svc.storage.write_removals(run_id, index, emails)
+    records.append(BatchRecord(run_id, index, len(emails), 0, kind="remove"))
+    return index + 1
 
 
 def _queue_batches(svc: Services, run_id: str) -> None:
@@ -460,7 +517,10 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
         return
     try:
         client = svc.sendgrid(destination)
-        job_id = client.upsert([run.list_id], svc.storage.read_batch(run_id, index))
+        if batch.kind == "remove":
+            removed = _remove(client, run.list_id, svc.storage.read_removals(run_id, index))
+        else:
+            job_id = client.upsert([run.list_id], svc.storage.read_batch(run_id, index))
     except RateLimited as exc:
         if message.deferrals >= MAX_DEFERRALS:
             _fail_batch(svc, run_id, index, f"still rate limited after {MAX_DEFERRALS} waits")
@@ -482,6 +542,14 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
         )
         raise
 
+    if batch.kind == "remove":
+        svc.ledger.update_batch(
+            run_id, index, lambda b: _set(b, state="done", removed=removed, attempts=b.attempts + 1)
+        )
+        _event("removal done", run_id=run_id, batch=index, removed=removed)
+        finalise(svc, run_id)
+        return
+
     def accepted(b: BatchRecord) -> bool:
         if b.state != "queued":
             return False
@@ -498,6 +566,15 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
             run_id, lambda r: _set(r, state="confirming") if r.state == "sending" else False
         )
     _event("batch accepted", run_id=run_id, batch=index, contacts=batch.contacts)
+
+
+def _remove(client: SendGridClient, list_id: str, emails: list[str]) -> int:
+    """Take these emails off the list (never out of the account); returns how many SendGrid
+    knew. Safe to repeat: taking a contact off a list it is no longer on changes nothing."""
+    ids = client.search_emails(emails)
+    if ids:
+        client.remove_from_list(list_id, list(ids.values()))
+    return len(ids)
 
 
 def follow_job(svc: Services, message: JobCheck) -> None:
@@ -569,6 +646,7 @@ def finalise(svc: Services, run_id: str) -> RunRecord | None:
         if run.final:
             return False
         run.requested, run.created = sums["requested"], sums["created"]
+        run.removed = sums["removed"]
         run.updated, run.errored = sums["updated"], sums["errored"]
         run.batches_done, run.batches_failed = sums["done"], sums["failed"]
         if failed:

@@ -94,6 +94,12 @@ class RunStorage(Protocol):
 
     def commit_state(self, run_id: str, destination: str, segment: str) -> None: ...
 
+    def state_emails(self, destination: str, segment: str) -> IO[bytes]: ...
+
+    def write_removals(self, run_id: str, index: int, emails: list[str]) -> None: ...
+
+    def read_removals(self, run_id: str, index: int) -> list[str]: ...
+
 
 class Storage:
     """Blob, queue and table clients for one storage account, created once per process."""
@@ -260,8 +266,43 @@ class Storage:
                 state_blob(destination, segment, part), source.chunks(), overwrite=True
             )
 
+    def state_emails(self, destination: str, segment: str) -> IO[bytes]:
+        """The committed state's emails, streamed line by line."""
+        downloader = self.app.download_blob(state_blob(destination, segment, "emails"))
+        return cast(IO[bytes], _Lines(downloader.chunks()))
+
+    def write_removals(self, run_id: str, index: int, emails: list[str]) -> None:
+        self.app.upload_blob(
+            removal_blob(run_id, index), ("\n".join(emails) + "\n").encode(), overwrite=True
+        )
+
+    def read_removals(self, run_id: str, index: int) -> list[str]:
+        data: bytes = self.app.download_blob(removal_blob(run_id, index)).readall()
+        return [line for line in data.decode().split("\n") if line]
+
     def blobs_under(self, container: str, prefix: str) -> Iterator[Any]:
         yield from self.blobs.get_container_client(container).list_blobs(name_starts_with=prefix)
+
+
+class _Lines:
+    """Lines of a stream of byte chunks (iteration only: what `read_emails` needs)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        rest = b""
+        for chunk in self._chunks:
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+        if rest:
+            yield rest
+
+
+def removal_blob(run_id: str, index: int) -> str:
+    return f"runs/{run_id}/removals/{index:05d}.txt"
 
 
 def state_blob(destination: str, segment: str, part: str) -> str:

@@ -567,3 +567,65 @@ def test_over_the_profile_cap_nothing_is_sent(world: World) -> None:
     assert upserted(world) == 0
     assert not [b for b in world.storage.blobs if "/batches/" in b]
     assert world.storage.read_state("marketing", "loyal") is None
+
+
+def people(*numbers: int, name: str = "Name") -> str:
+    rows = ["Email,FirstName,City"] + [f"user{i}@example.com,{name}{i},X" for i in numbers]
+    return "\n".join(rows) + "\n"
+
+
+def test_mirror_removes_those_who_left_and_takes_back_who_returns(world: World) -> None:
+    world.destination(sync_mode="mirror")
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(1500))))
+    world.pump()
+    assert set(world.members()) == {f"user{i}@example.com" for i in range(1500)}
+
+    stay = [i for i in range(1500) if i % 3]  # a third leave: 500 removals in one batch
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*stay)))
+    world.pump()
+    run = latest(world)
+    assert (run.state, run.leavers, run.removed, run.sent) == ("succeeded", 500, 500, 0)
+    assert set(world.members()) == {f"user{i}@example.com" for i in stay}
+    assert world.sandbox.state()["contacts"] == 1500  # removed from the list, not the account
+
+    back = [*stay, 3, 6]  # two return
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*back)))
+    world.pump()
+    run = latest(world)
+    assert (run.state, run.sent, run.leavers) == ("succeeded", 2, 0)
+    assert set(world.members()) == {f"user{i}@example.com" for i in back}
+
+
+def test_upsert_mode_never_removes(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(10))))
+    world.pump()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(1, 2)))
+    world.pump()
+    assert (latest(world).leavers, latest(world).removed) == (0, 0)
+    assert len(world.members()) == 10
+
+
+def test_the_mass_removal_guard_stops_a_run_that_would_empty_the_list(world: World) -> None:
+    world.destination(sync_mode="mirror")
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(100))))
+    world.pump()
+    sent_before = upserted(world)
+    version = world.drop("loyal/a.csv", people(*range(40)))  # 60% would go
+    runs.on_snapshot(world.svc, version)
+    world.pump()
+    run = latest(world)
+    assert run.state == "failed"
+    assert "would remove 60 of the 100 contacts" in run.error
+    assert "(60%; allowed: 50%)" in run.error and "nothing was sent" in run.error
+    assert len(world.members()) == 100 and upserted(world) == sent_before
+
+    runs.on_snapshot(world.svc, world.drop("loyal/empty.csv", "Email,FirstName\n"))
+    world.pump()
+    assert "and it would empty the list" in latest(world).error
+
+    runs.request_exports(world.svc, version, "api", allow_mass_removal=True)
+    world.pump()
+    run = latest(world)
+    assert (run.state, run.removed) == ("succeeded", 60)
+    assert set(world.members()) == {f"user{i}@example.com" for i in range(40)}

@@ -88,6 +88,15 @@ class MemoryStorage:
         self.blobs[f"runs/{run_id}/state/emails"] = emails.getvalue()
         return count
 
+    def state_emails(self, destination: str, segment: str) -> IO[bytes]:
+        return io.BytesIO(self.blobs[f"state/{destination}/{segment}/emails"])
+
+    def write_removals(self, run_id: str, index: int, emails: list[str]) -> None:
+        self.blobs[f"runs/{run_id}/removals/{index:05d}.txt"] = "\n".join(emails).encode()
+
+    def read_removals(self, run_id: str, index: int) -> list[str]:
+        return self.blobs[f"runs/{run_id}/removals/{index:05d}.txt"].decode().split("\n")
+
     def commit_state(self, run_id: str, destination: str, segment: str) -> None:
         for part in ("emails", "index"):
             self.blobs[f"state/{destination}/{segment}/{part}"] = self.blobs[
