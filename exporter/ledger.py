@@ -8,6 +8,7 @@ and retried. An in-memory ledger with the same interface serves unit tests.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -58,6 +59,8 @@ class RunRecord:
     etag: str
     trigger: str
     created_at: datetime = field(default_factory=utcnow)
+    snapshot_time: datetime | None = None
+    """When the snapshot version was written (orders snapshots of one segment)."""
     updated_at: datetime = field(default_factory=utcnow)
     finished_at: datetime | None = None
     state: str = "queued"
@@ -75,6 +78,7 @@ class RunRecord:
     sent: int = 0
     members: int = 0
     full_refresh: bool = False
+    sync_mode: str = "upsert"
     state_committed: bool = False
     rejected: int = 0
     duplicates: int = 0
@@ -92,6 +96,10 @@ class RunRecord:
     removed: int = 0
     batches_done: int = 0
     batches_failed: int = 0
+    list_count: int = -1
+    """The list's contact count as SendGrid reported it when the run ended (-1: unknown)."""
+    drift: int = 0
+    """list_count minus the members this destination expects from the segment."""
 
     @property
     def final(self) -> bool:
@@ -126,7 +134,23 @@ class BatchRecord:
         return self.state in SETTLED_BATCH_STATES
 
 
-R = TypeVar("R", RunRecord, BatchRecord)
+@dataclass(slots=True)
+class SlotRecord:
+    """Who is exporting a destination x segment now, and which snapshot was exported last.
+
+    Two snapshots of one segment never interleave on one destination: a run takes the slot
+    before planning and gives it back when it ends."""
+
+    destination: str
+    segment: str
+    run_id: str = ""
+    snapshot_time: datetime | None = None
+    synced_time: datetime | None = None
+    """The snapshot time of the last run whose state was committed."""
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+R = TypeVar("R", RunRecord, BatchRecord, SlotRecord)
 """A `change` mutates the record it is given; returning False leaves the stored one untouched."""
 
 
@@ -155,14 +179,33 @@ class RunLedger(Protocol):
         """Newest first."""
         ...
 
+    def update_slot(
+        self, destination: str, segment: str, change: Callable[[SlotRecord], bool | None]
+    ) -> SlotRecord:
+        """Apply `change` to the slot atomically (an empty slot when there is none yet)."""
+        ...
+
 
 class MemoryRunLedger:
     """The ledger in a dict, with the same semantics (for unit tests)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a change function may read the ledger (a slot's change reads its holder).
+        self._lock = threading.RLock()
         self._runs: dict[str, RunRecord] = {}
         self._batches: dict[tuple[str, int], BatchRecord] = {}
+        self._slots: dict[tuple[str, str], SlotRecord] = {}
+
+    def update_slot(
+        self, destination: str, segment: str, change: Callable[[SlotRecord], bool | None]
+    ) -> SlotRecord:
+        with self._lock:
+            key = (destination, segment)
+            draft = copy.deepcopy(self._slots.get(key) or SlotRecord(destination, segment))
+            if change(draft) is not False:
+                draft.updated_at = utcnow()
+                self._slots[key] = draft
+            return copy.deepcopy(self._slots.get(key) or draft)
 
     def create_run(self, run: RunRecord) -> bool:
         with self._lock:
@@ -226,11 +269,14 @@ class MemoryRunLedger:
 
 
 _RUN_FIELDS = {f.name for f in fields(RunRecord)}
+_SLOT_FIELDS = {f.name for f in fields(SlotRecord)}
 _BATCH_FIELDS = {f.name for f in fields(BatchRecord)}
 _JSON_FIELDS = {"reasons", "warning_kinds"}
 
 
-def _to_entity(partition: str, row: str, record: RunRecord | BatchRecord) -> dict[str, Any]:
+def _to_entity(
+    partition: str, row: str, record: RunRecord | BatchRecord | SlotRecord
+) -> dict[str, Any]:
     entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
     for key, value in asdict(record).items():
         if key in _JSON_FIELDS:
@@ -264,6 +310,15 @@ def _run_from(entity: dict[str, Any]) -> RunRecord:
 
 def _batch_from(entity: dict[str, Any]) -> BatchRecord:
     return BatchRecord(**_from_entity(entity, _BATCH_FIELDS))
+
+
+def _slot_from(entity: dict[str, Any]) -> SlotRecord:
+    return SlotRecord(**_from_entity(entity, _SLOT_FIELDS))
+
+
+def _slot_partition(destination: str, segment: str) -> str:
+    # Table keys may not hold '/', '\\', '#' or '?'; segment names hold none of them.
+    return f"slot|{destination}|{segment}"
 
 
 def _batch_key(index: int) -> str:
@@ -326,6 +381,16 @@ class TableRunLedger:
             parameters["destination"] = destination
         found = [_run_from(e) for e in self._table.query_entities(query, parameters=parameters)]
         return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def update_slot(
+        self, destination: str, segment: str, change: Callable[[SlotRecord], bool | None]
+    ) -> SlotRecord:
+        partition = _slot_partition(destination, segment)
+        with contextlib.suppress(ResourceExistsError):  # the first run of this pair makes it
+            self._table.create_entity(
+                _to_entity(partition, "slot", SlotRecord(destination, segment))
+            )
+        return self._update(partition, "slot", _slot_from, change)
 
     def _update(
         self,

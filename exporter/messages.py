@@ -36,6 +36,9 @@ class ExportRequest(_Message):
     etag: str = Field(description="the snapshot version this run exports")
     trigger: Trigger
     requested_at: datetime
+    snapshot_time: datetime | None = Field(
+        default=None, description="when that version was written (orders snapshots)"
+    )
     full_refresh: bool = Field(default=False, description="send every contact, changed or not")
     allow_mass_removal: bool = Field(
         default=False, description="mirror mode: allow removing more than the destination's share"

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -29,6 +29,7 @@ from exporter.ledger import (
     BatchRecord,
     RunLedger,
     RunRecord,
+    SlotRecord,
     TableRunLedger,
     totals,
     utcnow,
@@ -52,6 +53,7 @@ from exporter.sendgrid import (
     RateLimited,
     Rejected,
     SendGridClient,
+    SendGridError,
     TransientError,
     Unauthorized,
 )
@@ -183,6 +185,7 @@ def request_exports(
             trigger=trigger,
             list_id=destination.list_id,
             full_refresh=full_refresh,
+            snapshot_time=version.last_modified,
         )
         if not svc.ledger.create_run(run):
             existing = svc.ledger.get_run(run_id)
@@ -196,6 +199,7 @@ def request_exports(
             etag=version.etag,
             trigger=trigger,
             requested_at=at,
+            snapshot_time=version.last_modified,
             full_refresh=full_refresh,
             allow_mass_removal=allow_mass_removal,
         )
@@ -226,6 +230,60 @@ def refresh(svc: Services, at: datetime | None = None) -> list[str]:
 # --- planning ------------------------------------------------------------------------------
 
 
+SLOT_WAIT: Final = 15.0
+"""Seconds before a run waiting for an older run of its segment looks again."""
+STALE_HOLDER: Final = timedelta(hours=3)
+"""A holder of a slot that has not moved for this long is taken to be dead."""
+
+
+def _take_slot(svc: Services, request: ExportRequest) -> str | None:
+    """Take the destination x segment slot: None when taken; `wait`; or why to skip."""
+    when = request.snapshot_time
+    outcome: list[str] = []
+
+    def take(slot: SlotRecord) -> bool:
+        outcome.clear()
+        if slot.run_id == request.run_id:
+            return False  # ours already (a repeat delivery)
+        if when and slot.synced_time and when < slot.synced_time:
+            outcome.append(
+                "a newer snapshot of this segment was already exported to this destination"
+            )
+            return False
+        if slot.run_id:
+            holder = svc.ledger.get_run(slot.run_id)
+            if holder and not holder.final and utcnow() - holder.updated_at < STALE_HOLDER:
+                if when and holder.snapshot_time and holder.snapshot_time > when:
+                    outcome.append(
+                        "a newer snapshot of this segment is being exported to this destination"
+                    )
+                else:
+                    outcome.append("wait")
+                return False
+        slot.run_id, slot.snapshot_time = request.run_id, when
+        return True
+
+    svc.ledger.update_slot(request.destination, request.segment, take)
+    return outcome[0] if outcome else None
+
+
+def _release_slot(svc: Services, run: RunRecord) -> None:
+    """Give back the slot when a run ends; a committed run moves the 'exported up to' mark."""
+
+    def give(slot: SlotRecord) -> bool:
+        changed = False
+        if slot.run_id == run.run_id:
+            slot.run_id, changed = "", True
+        newer = run.snapshot_time and (
+            slot.synced_time is None or run.snapshot_time > slot.synced_time
+        )
+        if run.state_committed and newer:
+            slot.synced_time, changed = run.snapshot_time, True
+        return changed
+
+    svc.ledger.update_slot(run.destination, run.segment, give)
+
+
 def fail_run(svc: Services, run_id: str, reason: str, *, state: str = "failed") -> RunRecord:
     """End a run that cannot go on, saying why (unless it already ended)."""
 
@@ -238,6 +296,7 @@ def fail_run(svc: Services, run_id: str, reason: str, *, state: str = "failed") 
         return True
 
     run = svc.ledger.update_run(run_id, change)
+    _release_slot(svc, run)
     _event("run ended", run_id=run_id, state=run.state, reason=reason)
     return run
 
@@ -265,7 +324,6 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
         if not run.batches_queued:  # the planner died while queueing its batches
             _queue_batches(svc, request.run_id)
         return  # planned already (a repeat delivery)
-    svc.ledger.update_run(request.run_id, lambda r: _set(r, state="planning"))
     destination = svc.destinations.get(request.destination)
     if destination is None:
         fail_run(svc, request.run_id, "the destination was removed before the run started")
@@ -278,6 +336,14 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
             "nothing was sent; record who accepted the terms and when, then export again",
         )
         return
+    blocked = _take_slot(svc, request)
+    if blocked == "wait":  # an older snapshot of this segment is being exported: after it
+        svc.storage.send(EXPORT_REQUESTS, request, delay=SLOT_WAIT)
+        return
+    if blocked:
+        fail_run(svc, request.run_id, blocked, state="skipped")
+        return
+    svc.ledger.update_run(request.run_id, lambda r: _set(r, state="planning"))
     try:
         _plan(svc, request, destination)
     except (InputError, Unauthorized, Rejected) as exc:
@@ -360,6 +426,7 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         run.list_id = destination.list_id
         run.rows, run.valid, run.rejected = stats.rows, stats.valid, stats.rejected
         run.unchanged, run.members, run.leavers = stats.unchanged, members, leavers
+        run.sync_mode = destination.sync_mode
         run.sent = sum(r.contacts for r in records if r.kind == "upsert")
         run.duplicates, run.blank = stats.duplicates, stats.blank
         run.warnings = sum(stats.warnings.values())
@@ -367,18 +434,14 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         run.reasons, run.warning_kinds = dict(stats.reasons), dict(stats.warnings)
         run.reject_report = report_name
         run.error = ""
-        if records:
-            run.state = "sending"
-        else:
-            run.state = "succeeded_with_errors" if stats.rejected else "succeeded"
-            run.finished_at = utcnow()
+        run.state = "sending"
         return True
 
-    run = svc.ledger.update_run(run_id, planned)
+    svc.ledger.update_run(run_id, planned)
     if records:
         _queue_batches(svc, run_id)
     else:
-        _commit_state(svc, run)  # nothing to send: the list already matches
+        finalise(svc, run_id)  # nothing to send: check the list, commit, end the run
     _event(
         "run planned",
         run_id=run_id,
@@ -637,10 +700,14 @@ def follow_job(svc: Services, message: JobCheck) -> None:
 def finalise(svc: Services, run_id: str) -> RunRecord | None:
     """When every batch has settled, give the run its final state and totals (once)."""
     batches = svc.ledger.batches(run_id)
-    if not batches or not all(b.settled for b in batches):
+    if not all(b.settled for b in batches):
         return None
     sums = totals(batches)
     failed = [b for b in batches if b.state == "failed"]
+    current = svc.ledger.get_run(run_id)
+    count = -1
+    if current is not None and not current.final and not failed:
+        count = _list_count(svc, current)
 
     def change(run: RunRecord) -> bool:
         if run.final:
@@ -657,11 +724,14 @@ def finalise(svc: Services, run_id: str) -> RunRecord | None:
             run.state = "succeeded_with_errors"
         else:
             run.state = "succeeded"
+        _reconcile(run, count)
         run.finished_at = utcnow()
         return True
 
     run = svc.ledger.update_run(run_id, change)
     _commit_state(svc, run)
+    run = svc.ledger.get_run(run_id) or run
+    _release_slot(svc, run)
     _event(
         "run finished",
         run_id=run_id,
@@ -672,6 +742,32 @@ def finalise(svc: Services, run_id: str) -> RunRecord | None:
         errored=run.errored,
     )
     return run
+
+
+def _list_count(svc: Services, run: RunRecord) -> int:
+    destination = svc.destinations.get(run.destination)
+    if destination is None:
+        return -1
+    try:
+        return svc.sendgrid(destination).list_count(run.list_id)
+    except (SendGridError, InputError) as exc:
+        log.warning("could not count list of run %s: %s", run.run_id, _brief(exc))
+        return -1
+
+
+def _reconcile(run: RunRecord, count: int) -> None:
+    """Compare the list with what the segment says; a mismatch is recorded, not hidden."""
+    run.list_count = count
+    if count < 0:
+        return
+    run.drift = count - run.members
+    # Upsert mode leaves former members on the list: only missing contacts are drift there.
+    if run.drift < 0 or (run.sync_mode == "mirror" and run.drift):
+        run.state = "succeeded_with_errors"
+        run.error = (
+            f"the list holds {count:,} contacts; {run.members:,} were expected from this "
+            f"segment (drift {run.drift:+,})"
+        )
 
 
 def _commit_state(svc: Services, run: RunRecord) -> None:

@@ -629,3 +629,68 @@ def test_the_mass_removal_guard_stops_a_run_that_would_empty_the_list(world: Wor
     run = latest(world)
     assert (run.state, run.removed) == ("succeeded", 60)
     assert set(world.members()) == {f"user{i}@example.com" for i in range(40)}
+
+
+def test_an_older_snapshot_arriving_late_is_skipped(world: World) -> None:
+    world.destination(sync_mode="mirror")
+    old = world.drop("loyal/monday.csv", people(*range(10)))
+    runs.on_snapshot(world.svc, world.drop("loyal/tuesday.csv", people(*range(5))))
+    world.pump()
+    runs.on_snapshot(world.svc, old)  # Monday's file, delivered late
+    world.pump()
+    run = latest(world)
+    assert (run.state, run.snapshot) == ("skipped", "loyal/monday.csv")
+    assert "a newer snapshot of this segment was already exported" in run.error
+    assert set(world.members()) == {f"user{i}@example.com" for i in range(5)}
+
+
+def test_two_snapshots_racing_never_interleave_and_the_newer_wins(world: World) -> None:
+    world.destination(sync_mode="mirror")
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(100))))
+    world.pump()
+    older = world.drop("loyal/b.csv", people(*range(60)))
+    newer = world.drop("loyal/c.csv", people(*range(30, 90)))
+    runs.on_snapshot(world.svc, older)
+    runs.on_snapshot(world.svc, newer)
+    for m in world.storage.take(EXPORT_REQUESTS):  # both planners run before any batch is sent
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    by_snapshot = {r.snapshot: r for r in world.ledger.runs()}
+    assert by_snapshot["loyal/b.csv"].state == "sending"
+    assert by_snapshot["loyal/c.csv"].state == "queued"  # waits for the older one
+    (waiting,) = world.storage.queues[EXPORT_REQUESTS]
+    assert waiting.delay == runs.SLOT_WAIT
+    world.pump()
+    by_snapshot = {r.snapshot: r for r in world.ledger.runs()}
+    assert by_snapshot["loyal/b.csv"].state == "succeeded"
+    assert by_snapshot["loyal/c.csv"].state == "succeeded"
+    assert by_snapshot["loyal/c.csv"].created_at <= by_snapshot["loyal/c.csv"].finished_at  # type: ignore[operator]
+    assert set(world.members()) == {f"user{i}@example.com" for i in range(30, 90)}
+
+
+def test_the_newer_snapshot_planned_first_makes_the_older_one_skip(world: World) -> None:
+    world.destination(sync_mode="mirror")
+    older = world.drop("loyal/b.csv", people(*range(60)))
+    newer = world.drop("loyal/c.csv", people(*range(30, 90)))
+    runs.on_snapshot(world.svc, newer)
+    runs.on_snapshot(world.svc, older)
+    world.pump()
+    by_snapshot = {r.snapshot: r for r in world.ledger.runs()}
+    assert by_snapshot["loyal/b.csv"].state == "skipped"
+    assert "newer snapshot of this segment" in by_snapshot["loyal/b.csv"].error
+    assert set(world.members()) == {f"user{i}@example.com" for i in range(30, 90)}
+
+
+def test_drift_between_the_list_and_the_segment_is_recorded(world: World) -> None:
+    world.destination(sync_mode="mirror")
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(20))))
+    world.pump()
+    first = latest(world)
+    assert (first.list_count, first.drift, first.state) == (20, 0, "succeeded")
+    someone = world.client.search_emails(["user3@example.com"])  # removed by hand in SendGrid
+    world.client.remove_from_list(world.list_id, someone.values())
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(20)) + "\n"))
+    world.pump()
+    run = latest(world)
+    assert (run.sent, run.list_count, run.drift) == (0, 19, -1)
+    assert run.state == "succeeded_with_errors"
+    assert "the list holds 19 contacts; 20 were expected from this segment (drift -1)" in run.error
