@@ -144,9 +144,11 @@ class SlotRecord:
     destination: str
     segment: str
     run_id: str = ""
+    snapshot: str = ""
     snapshot_time: datetime | None = None
+    synced_snapshot: str = ""
     synced_time: datetime | None = None
-    """The snapshot time of the last run whose state was committed."""
+    """The snapshot (name, time) of the last run whose state was committed."""
     updated_at: datetime = field(default_factory=utcnow)
 
 

@@ -63,9 +63,10 @@ def summary(run: RunRecord, batches: list[BatchRecord]) -> str:
     ]
     if run.error:
         lines.append(f"  reason: {run.error}")
+    mode = run.sync_mode + (", full refresh" if run.full_refresh else "")
     rows = [
         ("rows read", run.rows, ""),
-        ("valid", run.valid, ""),
+        ("valid", run.valid, f"{run.unchanged:,} unchanged, {run.sent:,} sent ({mode})"),
         ("rejected", run.rejected, _breakdown(run.reasons)),
         ("duplicates", run.duplicates, ""),
         ("blank", run.blank, ""),
@@ -73,6 +74,12 @@ def summary(run: RunRecord, batches: list[BatchRecord]) -> str:
         ("batches", run.batches, f"{run.batches_done:,} done, {run.batches_failed:,} failed"),
         ("upserted", run.requested, f"created {run.created:,}, updated {run.updated:,}"),
         ("errored", run.errored, "contacts SendGrid did not take" if run.errored else ""),
+        ("removed", run.removed, f"of {run.leavers:,} who left the segment" if run.leavers else ""),
+        (
+            "list holds",
+            run.list_count,
+            f"{run.members:,} expected, drift {run.drift:+,}" if run.list_count >= 0 else "",
+        ),
     ]
     lines += [f"  {label:<11}{value:>12,}   {detail}".rstrip() for label, value, detail in rows]
     failed = [b for b in batches if b.state == "failed"]

@@ -236,16 +236,22 @@ STALE_HOLDER: Final = timedelta(hours=3)
 """A holder of a slot that has not moved for this long is taken to be dead."""
 
 
+def _order(when: datetime | None, name: str) -> tuple[datetime, str]:
+    """Snapshots of a segment in the order they were written. Blob times have one-second
+    resolution, so a tie goes to the later name (exports name their files by time)."""
+    return (when or datetime.min.replace(tzinfo=UTC), name)
+
+
 def _take_slot(svc: Services, request: ExportRequest) -> str | None:
     """Take the destination x segment slot: None when taken; `wait`; or why to skip."""
-    when = request.snapshot_time
+    ours = _order(request.snapshot_time, request.snapshot)
     outcome: list[str] = []
 
     def take(slot: SlotRecord) -> bool:
         outcome.clear()
         if slot.run_id == request.run_id:
             return False  # ours already (a repeat delivery)
-        if when and slot.synced_time and when < slot.synced_time:
+        if slot.synced_time and ours < _order(slot.synced_time, slot.synced_snapshot):
             outcome.append(
                 "a newer snapshot of this segment was already exported to this destination"
             )
@@ -253,14 +259,15 @@ def _take_slot(svc: Services, request: ExportRequest) -> str | None:
         if slot.run_id:
             holder = svc.ledger.get_run(slot.run_id)
             if holder and not holder.final and utcnow() - holder.updated_at < STALE_HOLDER:
-                if when and holder.snapshot_time and holder.snapshot_time > when:
+                if _order(holder.snapshot_time, holder.snapshot) > ours:
                     outcome.append(
                         "a newer snapshot of this segment is being exported to this destination"
                     )
                 else:
                     outcome.append("wait")
                 return False
-        slot.run_id, slot.snapshot_time = request.run_id, when
+        slot.run_id, slot.snapshot = request.run_id, request.snapshot
+        slot.snapshot_time = request.snapshot_time
         return True
 
     svc.ledger.update_slot(request.destination, request.segment, take)
@@ -274,11 +281,12 @@ def _release_slot(svc: Services, run: RunRecord) -> None:
         changed = False
         if slot.run_id == run.run_id:
             slot.run_id, changed = "", True
-        newer = run.snapshot_time and (
-            slot.synced_time is None or run.snapshot_time > slot.synced_time
+        newer = slot.synced_time is None or _order(run.snapshot_time, run.snapshot) > _order(
+            slot.synced_time, slot.synced_snapshot
         )
-        if run.state_committed and newer:
-            slot.synced_time, changed = run.snapshot_time, True
+        if run.state_committed and run.snapshot_time and newer:
+            slot.synced_time, slot.synced_snapshot = run.snapshot_time, run.snapshot
+            changed = True
         return changed
 
     svc.ledger.update_slot(run.destination, run.segment, give)

@@ -131,3 +131,21 @@ def test_destinations_round_trip_in_blobs(storage: Storage) -> None:
     assert name in [d.name for d in store.all()]
     assert store.delete(name)
     assert store.get(name) is None and not store.delete(name)
+
+
+def test_slots_are_created_on_first_use_and_updated_with_etags(ledger: TableRunLedger) -> None:
+    first = ledger.update_slot("d", "seg", lambda s: setattr(s, "run_id", "run-1"))
+    assert (first.destination, first.segment, first.run_id) == ("d", "seg", "run-1")
+
+    def claim() -> None:
+        for _ in range(5):
+            ledger.update_slot("d", "seg", lambda s: setattr(s, "snapshot", s.snapshot + "x"))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = ledger.update_slot("d", "seg", lambda s: False)
+    assert (final.run_id, final.snapshot) == ("run-1", "x" * 30)
+    assert ledger.runs() == []  # slots are not runs

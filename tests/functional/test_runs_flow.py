@@ -694,3 +694,18 @@ def test_drift_between_the_list_and_the_segment_is_recorded(world: World) -> Non
     assert (run.sent, run.list_count, run.drift) == (0, 19, -1)
     assert run.state == "succeeded_with_errors"
     assert "the list holds 19 contacts; 20 were expected from this segment (drift -1)" in run.error
+
+
+def test_snapshots_written_in_the_same_second_are_ordered_by_name(world: World) -> None:
+    world.destination(sync_mode="mirror")
+    monday = world.drop("loyal/2026-11-24T0900.csv", people(*range(10)))
+    data = people(*range(5, 15)).encode()
+    tuesday = SnapshotVersion("loyal/2026-11-24T0901.csv", '"t"', monday.last_modified, len(data))
+    world.storage.snapshots[tuesday.name] = (data, tuesday)  # the same Last-Modified second
+    runs.on_snapshot(world.svc, tuesday)
+    world.pump()
+    runs.on_snapshot(world.svc, monday)  # the older one, late
+    world.pump()
+    run = latest(world)
+    assert (run.snapshot, run.state) == (monday.name, "skipped")
+    assert set(world.members()) == {f"user{i}@example.com" for i in range(5, 15)}
