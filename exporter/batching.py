@@ -28,9 +28,15 @@ def envelope(list_ids: Sequence[str]) -> tuple[str, str]:
     return '{"list_ids":[' + ids + '],"contacts":[', "]}"
 
 
-def upsert_body(list_ids: Sequence[str], contacts_json: str) -> bytes:
-    """The `PUT /v3/marketing/contacts` body for a JSON array of contacts, as sent."""
+def upsert_body(list_ids: Sequence[str], contacts_json: str | bytes) -> bytes:
+    """The `PUT /v3/marketing/contacts` body for a JSON array of contacts, as sent.
+
+    Given the array as UTF-8 bytes (a batch blob), the body is built without decoding it: a
+    worker holds one 6 MB batch twice (blob and body), not four times.
+    """
     head, tail = envelope(list_ids)
+    if isinstance(contacts_json, bytes):
+        return b"".join((head.encode(), memoryview(contacts_json)[1:-1], tail.encode()))
     return (head + contacts_json[1:-1] + tail).encode("utf-8")
 
 

@@ -171,7 +171,7 @@ class SendGridClient:
 
     # --- the calls an export makes -----------------------------------------------------------
 
-    def upsert(self, list_ids: Sequence[str], contacts_json: str) -> str:
+    def upsert(self, list_ids: Sequence[str], contacts_json: str | bytes) -> str:
         """Queue an upsert of a JSON array of contacts into `list_ids`; returns the job id.
 
         202 means queued, not imported: follow the job with `import_status`.

@@ -82,7 +82,7 @@ class RunStorage(Protocol):
 
     def write_batch(self, run_id: str, index: int, contacts_json: str) -> None: ...
 
-    def read_batch(self, run_id: str, index: int) -> str: ...
+    def read_batch(self, run_id: str, index: int) -> bytes: ...
 
     def write_report(self, run_id: str, report: IO[bytes]) -> str: ...
 
@@ -219,9 +219,10 @@ class Storage:
             batch_blob(run_id, index), contacts_json.encode("utf-8"), overwrite=True
         )
 
-    def read_batch(self, run_id: str, index: int) -> str:
+    def read_batch(self, run_id: str, index: int) -> bytes:
+        """A batch's contacts as the UTF-8 JSON array they were written as."""
         data: bytes = self.app.download_blob(batch_blob(run_id, index)).readall()
-        return data.decode("utf-8")
+        return data
 
     def write_report(self, run_id: str, report: IO[bytes]) -> str:
         name = f"runs/{run_id}/rejects.csv"

@@ -65,8 +65,8 @@ class MemoryStorage:
     def write_batch(self, run_id: str, index: int, contacts_json: str) -> None:
         self.blobs[f"runs/{run_id}/batches/{index:05d}.json"] = contacts_json.encode()
 
-    def read_batch(self, run_id: str, index: int) -> str:
-        return self.blobs[f"runs/{run_id}/batches/{index:05d}.json"].decode()
+    def read_batch(self, run_id: str, index: int) -> bytes:
+        return self.blobs[f"runs/{run_id}/batches/{index:05d}.json"]
 
     def write_report(self, run_id: str, report: IO[bytes]) -> str:
         report.seek(0)

@@ -98,3 +98,11 @@ def test_envelope_and_body():
         "contacts": [{"email": "a@b.co"}],
     }
     assert b.contacts_json() == '[{"email":"a@b.co"}]'
+
+
+def test_a_body_built_from_blob_bytes_equals_one_built_from_text():
+    from exporter.batching import upsert_body
+
+    text = '[{"email":"a@b.co","first_name":"Zoë"},{"email":"c@d.co"}]'
+    assert upsert_body(LIST_IDS, text.encode()) == upsert_body(LIST_IDS, text)
+    assert json.loads(upsert_body(LIST_IDS, text.encode()))["contacts"][0]["first_name"] == "Zoë"
