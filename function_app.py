@@ -6,9 +6,10 @@ Triggers stay thin; the flow lives in `exporter.runs`. Run it with the local hos
 
 import azure.functions as func
 
-from exporter.functions import pipeline, schedule, snapshots
+from exporter.functions import api, pipeline, schedule, snapshots
 
 app = func.FunctionApp()
 app.register_functions(snapshots.bp)
 app.register_functions(pipeline.bp)
 app.register_functions(schedule.bp)
+app.register_functions(api.bp)

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +71,32 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def export(stack: Any, svc: Any, storage: Any, path: Path, segment: str) -> dict[str, Any]:
     from exporter.operations import follow, upload_snapshot
 
     before = counters(stack.sandbox_url)
+    host = stack.host.pid
+    at_start = rss_mb(host)
+    peak = [at_start]
+
+    def watch(_: object) -> None:  # the host's RSS, sampled at each progress poll
+        peak[0] = max(peak[0], rss_mb(host))
+
     start = time.perf_counter()
     version = upload_snapshot(storage, path, segment)
-    (run,) = follow(svc, version, 1, timeout=3600, on_progress=lambda _: None, poll=0.2)
+    (run,) = follow(svc, version, 1, timeout=3600, on_progress=watch, poll=0.2)
     seconds = time.perf_counter() - start
     after = counters(stack.sandbox_url)
     return {
         "seconds": round(seconds, 2),
+        "host_rss_mb": {"start": round(at_start), "peak_sampled": round(peak[0])},
         "state": run.state,
         "valid": run.valid,
         "sent": run.sent,
@@ -101,11 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from exporter.destinations import Consent, Destination
+    from exporter.admin import add_destination
     from exporter.local.stack import Stack
     from exporter.runs import Services
-    from exporter.sendgrid import SendGridClient
-    from exporter.settings import SendGridSettings
     from exporter.storage import Storage
 
     first, _ = sample(args.rows, args.seed)
@@ -119,20 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-delta-") as tmp,
         Stack(Path(tmp), settings={"SENDGRID_KEY_BENCH": KEY}) as stack,
     ):
-        client = SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url))
         svc = Services.from_env(stack.settings)
         storage = Storage.from_env(stack.settings)
-        svc.destinations.put(
-            Destination(
-                name="bench",
-                display_name="bench",
-                list_id=client.create_list("bench delta").id,
-                api_key_secret="SENDGRID_KEY_BENCH",
-                segments=["bench"],
-                sync_mode="mirror",
-                profile_cap=10 * args.rows,
-                consent=Consent(accepted_by="bench", accepted_at=datetime.now(UTC)),
-            )
+        add_destination(
+            svc,
+            "bench",
+            list_name="bench delta",
+            api_key_secret="SENDGRID_KEY_BENCH",
+            segments=["bench"],
+            consent_by="bench",
+            sync_mode="mirror",
+            profile_cap=10 * args.rows,
         )
         runs = [export(stack, svc, storage, path, "bench") for path in (first, second)]
         assert stack.host is not None
@@ -148,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             f"        requests: {req['upsert']} upserts, {req['search']} searches, "
             f"{req['remove']} removals, {req['job']} job checks"
         )
+        rss = run["host_rss_mb"]
+        print(f"        host RSS: {rss['start']} MB before, {rss['peak_sampled']} MB at most")
     print(f"  host peak RSS over both runs: {host_peak:.0f} MB")
     ok = (
         all(r["state"] in ("succeeded", "succeeded_with_errors") and r["drift"] == 0 for r in runs)

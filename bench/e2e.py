@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ def upserts(counts: dict[str, int]) -> int:
 
 
 def pipeline(stack: Any, path: Path, segment: str) -> dict[str, Any]:
-    from exporter.destinations import Consent, Destination
+    from exporter.admin import add_destination
     from exporter.operations import follow, upload_snapshot
     from exporter.runs import Services
     from exporter.sendgrid import SendGridClient
@@ -52,19 +51,16 @@ def pipeline(stack: Any, path: Path, segment: str) -> dict[str, Any]:
     from exporter.storage import Storage
 
     client = SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url))
-    contact_list = client.create_list("bench pipeline")
     storage = Storage.from_env(stack.settings)
     svc = Services.from_env(stack.settings)
-    svc.destinations.put(
-        Destination(
-            name="bench",
-            display_name="bench",
-            list_id=contact_list.id,
-            api_key_secret="SENDGRID_KEY_BENCH",
-            segments=[segment],
-            consent=Consent(accepted_by="bench", accepted_at=datetime.now(UTC)),
-        )
-    )
+    list_id = add_destination(
+        svc,
+        "bench",
+        list_name="bench pipeline",
+        api_key_secret="SENDGRID_KEY_BENCH",
+        segments=[segment],
+        consent_by="bench",
+    ).destination.list_id
     before = upserts(requests_to(stack.sandbox_url))
     start = time.perf_counter()
     version = upload_snapshot(storage, path, segment)
@@ -77,7 +73,7 @@ def pipeline(stack: Any, path: Path, segment: str) -> dict[str, Any]:
         "batches": run.batches,
         "upsert_requests": upserts(requests_to(stack.sandbox_url)) - before,
         "created_or_updated": run.created + run.updated,
-        "list_count": client.list_count(contact_list.id),
+        "list_count": client.list_count(list_id),
     }
 
 

@@ -9,7 +9,7 @@ corresponding batch of any other order-keeping packing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -29,15 +29,57 @@ def envelope(list_ids: Sequence[str]) -> tuple[str, str]:
 
 
 def upsert_body(list_ids: Sequence[str], contacts_json: str | bytes) -> bytes:
-    """The `PUT /v3/marketing/contacts` body for a JSON array of contacts, as sent.
-
-    Given the array as UTF-8 bytes (a batch blob), the body is built without decoding it: a
-    worker holds one 6 MB batch twice (blob and body), not four times.
-    """
+    """The `PUT /v3/marketing/contacts` body for a JSON array of contacts, as sent."""
     head, tail = envelope(list_ids)
     if isinstance(contacts_json, bytes):
         return b"".join((head.encode(), memoryview(contacts_json)[1:-1], tail.encode()))
     return (head + contacts_json[1:-1] + tail).encode("utf-8")
+
+
+_OPEN, _CLOSE = ord("["), ord("]")
+
+
+@dataclass(frozen=True, slots=True)
+class ContactStream:
+    """A JSON array of contacts as UTF-8 byte chunks (a batch blob being read) and its size.
+
+    A worker sends a batch from its blob to SendGrid chunk by chunk: it never holds the 6 MB
+    batch, let alone twice (blob and body)."""
+
+    size: int
+    chunks: Iterable[bytes]
+
+
+def upsert_body_stream(
+    list_ids: Sequence[str], contacts: ContactStream
+) -> tuple[int, Iterator[bytes]]:
+    """The upsert body for a streamed JSON array: (its length, its chunks). The array's
+    brackets are dropped on the way; a stream that is not one array fails before its end."""
+    head, tail = (part.encode() for part in envelope(list_ids))
+    size = contacts.size
+    if size < 2:
+        raise ValueError("a batch blob must hold a JSON array of contacts")
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        at = 0
+        for chunk in contacts.chunks:
+            if not chunk:
+                continue
+            view = memoryview(chunk)
+            if at == 0 and view[0] != _OPEN:
+                raise ValueError("a batch blob must hold a JSON array of contacts")
+            start, end = max(0, 1 - at), min(len(view), size - 1 - at)
+            if at + len(view) > size or (end == len(view) - 1 and view[-1] != _CLOSE):
+                raise ValueError("a batch blob must hold a JSON array of contacts")
+            at += len(view)
+            if start < end:
+                yield bytes(view[start:end]) if start or end < len(view) else chunk
+        if at != size:
+            raise ValueError(f"the batch blob ended after {at:,} of its {size:,} bytes")
+        yield tail
+
+    return len(head) + size - 2 + len(tail), chunks()
 
 
 def utf8_size(text: str) -> int:

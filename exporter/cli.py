@@ -1,6 +1,7 @@
 """`python -m exporter` (also the `exporter` console script).
 
-Exit codes: 0 done; 1 a run (or the demo's check) failed; 2 the input is wrong (one line
+Exit codes: 0 done; 1 a run, a connection test or the demo's check failed, or SendGrid refused
+(one line `error: ...`); 2 the input is wrong, or names what does not exist (one line
 `error: ...` on stderr, no traceback); 3 timed out waiting for runs.
 """
 
@@ -14,27 +15,26 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
+from exporter import admin
 from exporter.batching import DEFAULT_LIMITS
-from exporter.destinations import Consent, Destination
 from exporter.errors import InputError
 from exporter.ledger import RunRecord
 from exporter.mapping import FieldMapping
-from exporter.operations import expected_destinations, follow, upload_snapshot
+from exporter.operations import expected_destinations, follow, follow_runs, upload_snapshot
 from exporter.planning import PlanStats, plan
-from exporter.reporting import Progress, bar, progress, summary
+from exporter.reporting import Progress, bar, details_json, run_json, summary
 from exporter.reports import RejectReport
 from exporter.runs import Services
 from exporter.samples import generate
-from exporter.sendgrid import SendGridClient
+from exporter.sendgrid import SendGridClient, TransientError
 from exporter.settings import SendGridSettings, load_app_settings
 from exporter.snapshots import Format, Snapshot, open_snapshot
 from exporter.storage import Storage
 
+EXIT_FAILED = 1
 EXIT_INPUT = 2
 EXIT_TIMEOUT = 3
 
@@ -65,25 +65,54 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="upload a snapshot into segments/<segment>/ and (with --wait) follow its runs",
+        help="upload a snapshot (FILE --segment NAME), or export stored ones (--destination NAME)",
+        description="FILE --segment NAME uploads FILE into segments/<NAME>/, which exports it to "
+        "every destination selecting the segment. --destination NAME exports to that destination "
+        "now: the latest snapshot of each segment it selects, or --snapshot.",
     )
-    export.add_argument("file", type=Path, metavar="FILE")
-    export.add_argument("--segment", required=True, help="the segment (folder) it belongs to")
+    export.add_argument("file", type=Path, metavar="FILE", nargs="?")
+    export.add_argument("--segment", help="the segment (folder) FILE belongs to")
+    export.add_argument("--destination", metavar="NAME", help="export to this destination now")
+    export.add_argument(
+        "--snapshot", metavar="BLOB", help="with --destination: <segment>/<file> in segments/"
+    )
+    export.add_argument(
+        "--full-refresh", action="store_true", help="send every contact, changed or not"
+    )
+    export.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="mirror mode: allow removing more than the destination's max_removal_share",
+    )
     export.add_argument("--wait", action="store_true", help="follow the runs until they end")
     export.add_argument("--timeout", type=float, default=1800, help="seconds to wait (--wait)")
     _settings_flag(export)
 
-    runs = commands.add_parser("runs", help="list runs, or show one")
+    _destinations_parser(commands)
+
+    runs = commands.add_parser("runs", help="list runs, show one, or follow runs to their end")
     runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
     listing = runs_commands.add_parser("list", help="the newest runs first")
     listing.add_argument("--destination")
+    listing.add_argument("--state", help="queued, planning, sending, ..., failed, skipped")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--json", action="store_true")
     _settings_flag(listing)
-    show = runs_commands.add_parser("show", help="one run's summary and batches")
+    show = runs_commands.add_parser(
+        "show", help="one run: counts, reject reasons with samples, SendGrid's job errors"
+    )
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--rejects", type=Path, metavar="PATH", help="download the full reject report (CSV)"
+    )
     _settings_flag(show)
+    follow_runs = runs_commands.add_parser(
+        "follow", help="show runs' progress (read, planned, sent, confirmed) until they end"
+    )
+    follow_runs.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    follow_runs.add_argument("--timeout", type=float, default=1800, help="seconds to wait")
+    _settings_flag(follow_runs)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -108,6 +137,72 @@ def _parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="only check the generated file (no stack)"
     )
     return parser
+
+
+def _destinations_parser(commands: Any) -> None:
+    parser = commands.add_parser("destinations", help="add, update, list, show, test, remove")
+    actions = parser.add_subparsers(dest="destinations_command", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add",
+        help="a new destination, checked against SendGrid; needs --consent-by",
+        description="Checks the key and the list (a --list-name is found, or created) before "
+        "saving. The data-privacy consent is required: --consent-by names who accepted the "
+        "terms (recorded with the time now, or --consent-at).",
+    )
+    update = actions.add_parser(
+        "update",
+        help="change a destination (flags given replace those fields; --map merges)",
+    )
+    for action in (add, update):
+        action.add_argument("name", metavar="NAME", help="lower-case letters, digits and dashes")
+        action.add_argument("--display-name")
+        target = action.add_mutually_exclusive_group()
+        target.add_argument("--list-id", help="the SendGrid list id")
+        target.add_argument("--list-name", help="a SendGrid list name: found, or created")
+        action.add_argument(
+            "--api-key-secret",
+            metavar="SETTING",
+            help="the app setting (or Key Vault secret) that holds the API key, never the key",
+        )
+        action.add_argument(
+            "--segment", action="append", metavar="NAME", help="a segment it exports; repeatable"
+        )
+        action.add_argument(
+            "--map",
+            action="append",
+            default=[],
+            metavar="FIELD=COLUMN",
+            help="SendGrid field (email, first_name, ..., custom:NAME) from a column; repeatable",
+        )
+        action.add_argument("--sync-mode", choices=("upsert", "mirror"))
+        action.add_argument("--profile-cap", type=int)
+        action.add_argument("--max-removal-share", type=float)
+        action.add_argument("--consent-by", metavar="WHO", help="who accepted the privacy terms")
+        action.add_argument(
+            "--consent-at", metavar="TIME", help="when (ISO 8601 with zone; default: now)"
+        )
+        action.add_argument(
+            "--file", type=Path, metavar="JSON", help="a destination document; flags win over it"
+        )
+        action.add_argument("--json", action="store_true", help="print the saved document")
+        _settings_flag(action)
+    listing = actions.add_parser("list", help="every destination")
+    listing.add_argument("--json", action="store_true")
+    _settings_flag(listing)
+    show = actions.add_parser("show", help="one destination's document (its key's reference only)")
+    show.add_argument("name", metavar="NAME")
+    _settings_flag(show)
+    test = actions.add_parser("test", help="is the key valid, the list there, each field known?")
+    test.add_argument("name", metavar="NAME")
+    test.add_argument("--json", action="store_true")
+    _settings_flag(test)
+    remove = actions.add_parser(
+        "remove",
+        help="stop every export to it now and delete its synced state (run history stays)",
+    )
+    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _settings_flag(remove)
 
 
 def _settings_flag(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args)
         if args.command == "runs":
             return _runs(args)
+        if args.command == "destinations":
+            return _destinations(args)
         if args.command == "up":
             return _up(args)
         if args.offline:
@@ -143,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    except (admin.SendGridRefused, TransientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:
         print(f"error: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -291,19 +391,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _demo_run(args: argparse.Namespace, stack: Any, key: str) -> int:
     client = SendGridClient(key, SendGridSettings(base_url=stack.sandbox_url))
-    contact_list = client.create_list("Demo: loyal customers")
     storage, svc = _connect_to(stack.settings)
-    svc.destinations.put(
-        Destination(
-            name="demo",
-            display_name="Demo: loyal customers",
-            list_id=contact_list.id,
-            api_key_secret="SENDGRID_KEY_DEMO",
-            segments=["loyal-customers"],
-            consent=Consent(accepted_by="make demo", accepted_at=datetime.now(UTC)),
-        )
+    saved = admin.add_destination(
+        svc,
+        "demo",
+        display_name="Demo: loyal customers",
+        list_name="Demo: loyal customers",
+        api_key_secret="SENDGRID_KEY_DEMO",
+        segments=["loyal-customers"],
+        consent_by="make demo",
     )
-    print(f"sandbox list {contact_list.id!r} and destination 'demo' (consent recorded)")
+    list_id = saved.destination.list_id
+    print(f"sandbox list {list_id!r} and destination 'demo' (consent recorded)")
     segment = args.dir.resolve() / "loyal-customers.csv"
     sample = generate(segment, rows=args.rows, seed=7, blank_rate=0.001)
     print(
@@ -316,7 +415,7 @@ def _demo_run(args: argparse.Namespace, stack: Any, key: str) -> int:
     (run,) = follow(svc, version, 1, timeout=600, on_progress=_printer())
     elapsed = time.monotonic() - started
     print(summary(run, svc.ledger.batches(run.run_id)))
-    count = client.list_count(contact_list.id)
+    count = client.list_count(list_id)
     print(f"the sandbox's list holds {count:,} contacts; the run sent {run.valid:,} valid ones")
     print(f"from drop to every import job confirmed: {elapsed:.1f} s")
     if count != run.valid or run.valid != sample.valid:
@@ -326,19 +425,28 @@ def _demo_run(args: argparse.Namespace, stack: Any, key: str) -> int:
 
 
 def _printer() -> Callable[[dict[str, Progress]], None]:
-    """Progress lines on stderr: redrawn in place on a terminal, one per change otherwise."""
+    """Progress on stderr: one line per run, redrawn in place on a terminal (a live bar), one
+    line per change otherwise (logs, pipes)."""
     tty = sys.stderr.isatty()
     last: dict[str, str] = {}
+    drawn = 0
 
     def show(states: dict[str, Progress]) -> None:
-        for run_id, state in sorted(states.items()):
-            line = f"{run_id} {bar(state)}"
-            if last.get(run_id) != line:
-                print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr)
-                sys.stderr.flush()
-                last[run_id] = line
-                if tty and state.final:
-                    print(file=sys.stderr)
+        nonlocal drawn
+        lines = {run_id: f"{run_id} {bar(state)}" for run_id, state in sorted(states.items())}
+        if lines == last:
+            return
+        if tty:
+            up = f"\x1b[{drawn}F" if drawn else ""
+            sys.stderr.write(up + "".join(f"\x1b[2K{line}\n" for line in lines.values()))
+            drawn = len(lines)
+        else:
+            for run_id, line in lines.items():
+                if last.get(run_id) != line:
+                    print(line, file=sys.stderr)
+        sys.stderr.flush()
+        last.clear()
+        last.update(lines)
 
     return show
 
@@ -354,7 +462,36 @@ def _connect_to(settings: Mapping[str, str]) -> tuple[Storage, Services]:
     return cast(Storage, svc.storage), svc
 
 
+def _wait_for(svc: Services, run_ids: list[str], timeout: float) -> int:
+    """Follow runs to their end, print their summaries; the exit code says how they ended."""
+    try:
+        done = follow_runs(svc, run_ids, timeout=timeout, on_progress=_printer())
+    except TimeoutError as exc:
+        print(f"error: timed out waiting for the runs: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    return _summaries(svc, done)
+
+
+def _summaries(svc: Services, done: list[RunRecord]) -> int:
+    for run in done:
+        print(summary(run, svc.ledger.batches(run.run_id)))
+    return 0 if all(r.state in ("succeeded", "succeeded_with_errors") for r in done) else 1
+
+
 def _export(args: argparse.Namespace) -> int:
+    if args.destination:
+        if args.file is not None or args.segment:
+            raise InputError(
+                "give FILE --segment NAME (upload a snapshot) or --destination NAME (export "
+                "stored snapshots now), not both"
+            )
+        return _export_to(args)
+    if args.file is None or not args.segment:
+        raise InputError("export needs FILE --segment NAME, or --destination NAME")
+    if args.snapshot or args.full_refresh or args.allow_mass_removal:
+        raise InputError(
+            "--snapshot, --full-refresh and --allow-mass-removal go with --destination"
+        )
     storage, svc = _connect(args.settings)
     version = upload_snapshot(storage, args.file, args.segment)
     destinations = expected_destinations(svc, version)
@@ -370,17 +507,37 @@ def _export(args: argparse.Namespace) -> int:
     except TimeoutError as exc:
         print(f"error: timed out waiting for the runs: {exc}", file=sys.stderr)
         return EXIT_TIMEOUT
-    for run in done:
-        print(summary(run, svc.ledger.batches(run.run_id)))
-    return 0 if all(r.state in ("succeeded", "succeeded_with_errors") for r in done) else 1
+    return _summaries(svc, done)
+
+
+def _export_to(args: argparse.Namespace) -> int:
+    _, svc = _connect(args.settings)
+    body = admin.parse(
+        admin.ExportBody,
+        {
+            "snapshot": args.snapshot,
+            "full_refresh": args.full_refresh,
+            "allow_mass_removal": args.allow_mass_removal,
+        },
+    )
+    exported = admin.export_now(svc, args.destination, body, trigger="cli")
+    for run in exported.runs:
+        print(f"run {run.run_id}: segment {run.segment}, snapshot {run.snapshot}")
+    if exported.without_snapshot:
+        print(f"no snapshot yet for segment(s): {', '.join(exported.without_snapshot)}")
+    if not args.wait:
+        return 0
+    return _wait_for(svc, [r.run_id for r in exported.runs], args.timeout)
 
 
 def _runs(args: argparse.Namespace) -> int:
     _, svc = _connect(args.settings)
     if args.runs_command == "list":
-        found = svc.ledger.runs(args.destination, limit=args.limit)
+        found = admin.find_runs(
+            svc, destination=args.destination, state=args.state, limit=args.limit
+        )
         if args.json:
-            print(json.dumps([_run_json(r) for r in found], default=str))
+            print(json.dumps([run_json(r) for r in found]))
             return 0
         for r in found:
             print(
@@ -388,21 +545,144 @@ def _runs(args: argparse.Namespace) -> int:
                 f"valid {r.valid:>9,}  rejected {r.rejected:>7,}"
             )
         return 0
-    run = svc.ledger.get_run(args.run_id)
-    if run is None:
-        raise InputError(f"no run {args.run_id!r}")
-    batches = svc.ledger.batches(run.run_id)
+    if args.runs_command == "follow":
+        return _wait_for(svc, args.run_ids, args.timeout)
+    details = admin.run_details(svc, args.run_id)
+    if args.rejects is not None:
+        with args.rejects.open("wb") as out:
+            size = admin.download_report(svc, details.run, out.write)
+        print(f"reject report: {size:,} bytes written to {args.rejects}", file=sys.stderr)
     if args.json:
-        print(
-            json.dumps(_run_json(run) | {"progress": asdict(progress(run, batches))}, default=str)
-        )
+        print(json.dumps(details_json(details)))
     else:
-        print(summary(run, batches))
+        print(
+            summary(
+                details.run,
+                details.batches,
+                samples=details.samples,
+                report_url=details.report_url,
+            )
+        )
     return 0
 
 
-def _run_json(run: RunRecord) -> dict[str, Any]:
-    return asdict(run)
+# --- destinations ------------------------------------------------------------------------------
+
+
+def _destinations(args: argparse.Namespace) -> int:
+    _, svc = _connect(args.settings)
+    command = args.destinations_command
+    if command in ("add", "update"):
+        return _save(svc, args)
+    if command == "list":
+        found = admin.list_destinations(svc)
+        if args.json:
+            print(json.dumps([admin.destination_json(d) for d in found]))
+            return 0
+        for d in found:
+            consent = "consent recorded" if d.consent else "NO CONSENT: exports fail"
+            print(
+                f"{d.name:<24} {d.list_id}  {d.sync_mode:<6} {','.join(d.segments):<30} {consent}"
+            )
+        return 0
+    if command == "show":
+        print(json.dumps(admin.destination_json(admin.get_destination(svc, args.name)), indent=2))
+        return 0
+    if command == "test":
+        report = admin.check_connection(svc, admin.get_destination(svc, args.name))
+        if args.json:
+            print(json.dumps(report.as_json()))
+        else:
+            for check in report.checks:
+                print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<14} {check.detail}")
+        return 0 if report.ok else EXIT_FAILED
+    return _remove(svc, args)
+
+
+def _save(svc: Services, args: argparse.Namespace) -> int:
+    document: dict[str, Any] = {}
+    if args.destinations_command == "update":
+        document = admin.destination_json(admin.get_destination(svc, args.name))
+        del document["consent"]  # kept as recorded, unless given again
+    if args.file is not None:
+        given = _read_document(args.file)
+        if "list_name" in given:
+            document.pop("list_id", None)
+        document |= given
+    flags = {
+        "display_name": args.display_name,
+        "api_key_secret": args.api_key_secret,
+        "segments": args.segment,
+        "sync_mode": args.sync_mode,
+        "profile_cap": args.profile_cap,
+        "max_removal_share": args.max_removal_share,
+    }
+    document |= {k: v for k, v in flags.items() if v is not None}
+    if args.list_id or args.list_name:
+        document.pop("list_id", None)
+        document.pop("list_name", None)
+        document |= {"list_id": args.list_id} if args.list_id else {"list_name": args.list_name}
+    if args.map:
+        mapping = dict(document.get("mapping") or {})
+        for item in args.map:
+            field, sep, column = item.partition("=")
+            if not sep or not field.strip():
+                raise InputError(f"--map {item!r}: expected FIELD=COLUMN")
+            mapping[field.strip()] = column.strip()
+        document["mapping"] = mapping
+    if args.consent_by:
+        document["consent"] = {"accepted_by": args.consent_by, "accepted_at": args.consent_at}
+    elif args.consent_at:
+        raise InputError("--consent-at goes with --consent-by")
+    if args.destinations_command == "add":
+        document.setdefault("display_name", args.name)
+    document["name"] = args.name
+    mode: Literal["create", "update"] = "create" if args.destinations_command == "add" else "update"
+    saved = admin.save_destination(svc, admin.parse(admin.DestinationRequest, document), mode=mode)
+    d = saved.destination
+    if args.json:
+        print(json.dumps(admin.destination_json(d)))
+        return 0
+    verb = "added" if saved.created else "updated"
+    made = " (created in SendGrid)" if saved.list_created else ""
+    print(
+        f"destination {d.name!r} {verb}: list {d.list_id}{made}, segments {', '.join(d.segments)}"
+    )
+    print(f"  key from {d.api_key_secret!r}; test it with: exporter destinations test {d.name}")
+    return 0
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InputError(f"{path} must hold one JSON object (a destination)")
+    return document
+
+
+def _remove(svc: Services, args: argparse.Namespace) -> int:
+    destination = admin.get_destination(svc, args.name)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InputError(
+                f"removing {destination.name!r} stops its exports and deletes its synced "
+                "state: pass --yes to confirm"
+            )
+        answer = input(f"remove destination {destination.name!r}? type its name to confirm: ")
+        if answer.strip() != destination.name:
+            print("not removed", file=sys.stderr)
+            return EXIT_FAILED
+    removal = admin.remove_destination(svc, destination.name)
+    print(
+        f"destination {removal.destination!r} removed: {len(removal.stopped_runs)} unfinished "
+        f"run(s) stopped, {removal.state_blobs_deleted} synced-state blob(s) and "
+        f"{removal.run_blobs_deleted} batch blob(s) deleted; its run history stays"
+    )
+    for run_id in removal.stopped_runs:
+        print(f"  stopped run {run_id}")
+    return 0
 
 
 if __name__ == "__main__":

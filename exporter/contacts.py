@@ -4,21 +4,30 @@ This is the hot path (a million rows per run): a contact is built directly as it
 text (the fragment that goes into the upsert body), so its size is known exactly and nothing is
 serialised twice. Blank optional fields are left out, so an upsert never blanks a value that
 SendGrid already holds; SendGrid leaves omitted fields as they were.
+
+Custom field values are checked against their field's type before they are sent: SendGrid
+errors a contact whose value does not fit (and reports it only in the job's error file), so a
+bad value rejects the row here, with a reason in the reject report.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from decimal import Decimal
 from json.encoder import encode_basestring  # the C encoder; keeps non-ASCII as UTF-8
 from typing import Final
 
-from exporter.mapping import CUSTOM_PREFIX, MAX_ALTERNATE_EMAILS, FieldSpec
+from exporter.mapping import MAX_ALTERNATE_EMAILS, CustomField, FieldSpec, FieldType
 from exporter.snapshots import FIELD_CAP, RowProblem
 
 EMAIL_MAX: Final = 254
+CUSTOM_TEXT_MAX: Final = 1000
+"""SendGrid's limit on a text custom field value, in characters (its custom fields guide)."""
 _ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _TLD = r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})"
@@ -29,6 +38,21 @@ EMAIL_RE: Final = re.compile(rf"(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@(?:{_LABE
 _PHONE_STRIP = re.compile(r"[\s().-]+")
 _PHONE_RE: Final = re.compile(r"\+[1-9][0-9]{6,14}")
 _LIST_SPLIT = re.compile(r"[\s,;]+")
+# A number as JSON writes it (sent as it is), and the other plain decimal spellings we accept
+# (`+5`, `007`, `.5`, `5.`; sent normalised). No thousands separators, decimal commas, currency
+# signs, `nan` or `inf`: "1,234" could be 1234 or 1.234, so it is rejected rather than guessed.
+_JSON_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_DECIMAL: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# ISO 8601 date, optionally with a time (the date is taken as written, whatever the offset: a
+# Date field holds a day), or SendGrid's own M/D/YYYY.
+_ISO_DATE: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:[.,][0-9]+)?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?)?"
+)
+_US_DATE: Final = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")
+_DATE_CACHE: Final = 20_000
+"""Distinct date values remembered per Date field (about 2 MB at most)."""
 
 REJECT_REASONS: Final = {
     "missing_email": "the email field is empty",
@@ -44,15 +68,19 @@ REJECT_REASONS: Final = {
     "not_json_object": "a JSON Lines line is not a JSON object",
     "bad_value": "a JSON value is an object or array where text is expected",
     "line_too_long": "a JSON Lines line is longer than 1 MiB",
+    "custom_field_not_a_number": "a value mapped to a Number custom field is not a number",
+    "custom_field_not_a_date": "a value mapped to a Date custom field is not a date",
 }
 """Every reason code a rejected row can carry, with what it means (README lists them too)."""
 
 _MISSING_EMAIL: Final = RowProblem("missing_email", "the email field is empty")
 
 Built = tuple[str, str] | RowProblem
+"""(normalised email, contact JSON) or the problem that rejects the row."""
 Step = Callable[[str, str], "str | RowProblem | None"]
 """(trimmed non-empty value, the row's email) -> JSON member, a problem, or None to omit it."""
-"""(normalised email, contact JSON) or the problem that rejects the row."""
+Convert = Callable[[str], "str | RowProblem"]
+"""A typed custom value (trimmed, non-empty) -> its JSON value text, or the problem."""
 
 
 def email_problem(email: str) -> str:
@@ -94,29 +122,65 @@ def truncate(value: str, limit: int) -> str:
     return value[:cut].rstrip()
 
 
+def number_value(value: str) -> str | None:
+    """The JSON number for a plain decimal (`1234.5`, `-3`, `1e6`, `.5`), None for anything
+    else (`1,234`, `$5`, `nan`, `inf`, a number too large for a double)."""
+    if _JSON_NUMBER.fullmatch(value):
+        text = value
+    elif _DECIMAL.fullmatch(value):
+        text = str(Decimal(value))  # `+5` -> 5, `007` -> 7, `.5` -> 0.5, `5.` -> 5
+        if not _JSON_NUMBER.fullmatch(text):
+            return None
+    else:
+        return None
+    return text if math.isfinite(float(text)) else None
+
+
+def date_value(value: str) -> str | None:
+    """`MM/DD/YYYY` (the form SendGrid documents for Date fields) for an ISO 8601 date or
+    date-time, or an `M/D/YYYY` date; None for anything else, or a day no calendar has."""
+    match = _ISO_DATE.fullmatch(value)
+    if match is not None:
+        year, month, day = match.group(1, 2, 3)
+    else:
+        match = _US_DATE.fullmatch(value)
+        if match is None:
+            return None
+        month, day, year = match.group(1, 2, 3)
+    try:
+        parsed = date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    return f"{parsed.month:02d}/{parsed.day:02d}/{parsed.year:04d}"
+
+
 class ContactBuilder:
     """Builds contacts for one resolved mapping; counts warnings as it goes.
 
-    `custom_field_ids` maps a custom field's name to its SendGrid id (`e1_T`); without it (a dry
-    run) the name itself is used as the key.
+    `custom_fields` maps a custom field's name (as mapped) to its SendGrid definition: values are
+    keyed by its id (`e1_T`) and checked against its type. Without it (a dry run) the name itself
+    is the key, and values are checked against the type the mapping declares, if any.
     """
 
     def __init__(
         self,
         fields: Sequence[FieldSpec],
-        custom_field_ids: Mapping[str, str] | None = None,
+        custom_fields: Mapping[str, CustomField] | None = None,
     ) -> None:
         if not fields or fields[0].kind != "email":
             raise ValueError("the first mapped field must be email")
         self.warnings: Counter[str] = Counter()
         texts: list[tuple[int, str, int]] = []
         steps: list[tuple[int, Step]] = []
-        customs: list[tuple[int, str]] = []
+        customs: list[tuple[int, str, int, Convert | None]] = []
         for i, spec in enumerate(fields[1:], start=1):
             if spec.kind == "custom":
-                name = spec.name[len(CUSTOM_PREFIX) :]
-                key = (custom_field_ids or {}).get(name, name)
-                customs.append((i, encode_basestring(key) + ":"))
+                defined = (custom_fields or {}).get(spec.custom_name)
+                key = spec.custom_name if defined is None else defined.id
+                field_type = spec.field_type if defined is None else defined.field_type
+                limit = CUSTOM_TEXT_MAX if field_type == "Text" else FIELD_CAP
+                convert = None if field_type in (None, "Text") else _convert(spec, field_type)
+                customs.append((i, encode_basestring(key) + ":", limit, convert))
             elif spec.kind == "text":
                 limit = spec.max_length if spec.max_length is not None else FIELD_CAP
                 texts.append((i, encode_basestring(spec.name) + ":", limit))
@@ -212,12 +276,21 @@ class ContactBuilder:
                     return member  # type: ignore[return-value]  # a RowProblem
         if self._customs:
             custom = []
-            for i, key in self._customs:
+            for i, key, limit, convert in self._customs:
                 value = values[i].strip()
                 if value:
-                    if len(value) > FIELD_CAP:
-                        return self._over_limit(i, value, FIELD_CAP)  # type: ignore[return-value]
-                    custom.append(key + encode_basestring(value))
+                    if len(value) > limit:
+                        cut = self._over_limit(i, value, limit)
+                        if type(cut) is not str:
+                            return cut  # type: ignore[return-value]  # a RowProblem
+                        value = cut
+                    if convert is None:
+                        custom.append(key + encode_basestring(value))
+                        continue
+                    member = convert(value)
+                    if type(member) is not str:
+                        return member  # type: ignore[return-value]  # a RowProblem
+                    custom.append(key + member)
             if custom:
                 parts.append('"custom_fields":{' + ",".join(custom) + "}")
         return email, ",".join(parts) + "}"
@@ -230,3 +303,39 @@ class ContactBuilder:
             return RowProblem("field_too_large", f"{name} holds more than {FIELD_CAP:,} characters")
         self.warnings[name + "_truncated"] += 1
         return truncate(value, limit)
+
+
+def _convert(spec: FieldSpec, field_type: FieldType) -> Convert:
+    """The check and conversion for a Number or Date custom field. Messages name the field and
+    the accepted forms, never the value (reports and logs must not copy profile data)."""
+    if field_type == "Number":
+        not_a_number = RowProblem(
+            "custom_field_not_a_number",
+            f"{spec.name} is not a number: use digits with an optional . and exponent "
+            "(1234.5, -3, 1e6), no thousands separators or currency signs",
+        )
+
+        def number(value: str) -> str | RowProblem:
+            text = number_value(value)
+            return not_a_number if text is None else text
+
+        return number
+    not_a_date = RowProblem(
+        "custom_field_not_a_date",
+        f"{spec.name} is not a date: use YYYY-MM-DD (an ISO 8601 date or date-time) or MM/DD/YYYY",
+    )
+    # Dates repeat (a segment's customers share a few thousand days): remember the answers, up
+    # to a bound, so memory stays flat when every value differs (date-times).
+    seen: dict[str, str | RowProblem] = {}
+
+    def date_(value: str) -> str | RowProblem:
+        known = seen.get(value)
+        if known is not None:
+            return known
+        text = date_value(value)
+        answer = not_a_date if text is None else '"' + text + '"'
+        if len(seen) < _DATE_CACHE:
+            seen[value] = answer
+        return answer
+
+    return date_

@@ -45,6 +45,11 @@ class Destination(BaseModel):
     list_id: str
     api_key_secret: str = Field(description="name of the app setting / Key Vault secret")
     mapping: dict[str, str] = Field(default_factory=dict, description="SendGrid field -> column")
+    create_missing_fields: bool = Field(
+        default=False,
+        description="create mapped custom fields SendGrid does not have (as Text, or the type "
+        "declared as custom:NAME:TYPE) instead of failing the run",
+    )
     segments: list[str] = Field(min_length=1)
     sync_mode: Literal["upsert", "mirror"] = "upsert"
     profile_cap: int = Field(default=DEFAULT_PROFILE_CAP, ge=1)
@@ -53,6 +58,12 @@ class Destination(BaseModel):
         gt=0,
         le=1,
         description="mirror mode: the largest share of the list one run may remove",
+    )
+    full_refresh_every: int = Field(
+        default=0,
+        ge=0,
+        description="send every contact on every Nth run of a segment, changed or not, so "
+        "edits made in SendGrid by hand are put right (0: only when a request asks)",
     )
     consent: Consent | None = None
 

@@ -149,6 +149,10 @@ class SlotRecord:
     synced_snapshot: str = ""
     synced_time: datetime | None = None
     """The snapshot (name, time) of the last run whose state was committed."""
+    synced_run: str = ""
+    """The run that committed it (a repeated release of that run counts once)."""
+    syncs_since_full: int = 0
+    """Committed runs since the last one that sent every contact (see `full_refresh_every`)."""
     updated_at: datetime = field(default_factory=utcnow)
 
 

@@ -1,7 +1,9 @@
 """Which snapshot column feeds which SendGrid contact field.
 
 SendGrid's reserved fields and their limits come from the official contacts spec
-(`ContactRequest` in tsg_mc_contacts_v3); custom fields are written `custom:NAME`. A default
+(`ContactRequest` in tsg_mc_contacts_v3); custom fields are written `custom:NAME`, or
+`custom:NAME:TYPE` to declare the type (Text, Number, Date) that values are checked against and
+that a missing field is created with (see `exporter.fields`). A default
 mapping recognises the column names common in CDP exports (Customer Insights, Dataverse, CSV
 exports of CRMs) case- and punctuation-insensitively; an explicit mapping always wins.
 """
@@ -16,15 +18,39 @@ from typing import Literal
 from exporter.errors import MappingError
 
 FieldKind = Literal["email", "text", "identifier", "emails", "phone", "custom"]
+FieldType = Literal["Text", "Number", "Date"]
+"""The types of a SendGrid custom field (`FieldType` in tsg_mc_custom_fields_v3)."""
+FIELD_TYPES: dict[str, FieldType] = {"text": "Text", "number": "Number", "date": "Date"}
+"""Case-folded type name -> the spelling SendGrid uses."""
 
 
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
-    """A SendGrid contact field: its name, the limit SendGrid enforces, and how we treat it."""
+    """A SendGrid contact field: its name, the limit SendGrid enforces, and how we treat it.
+
+    A custom field's `name` is `custom:NAME` without any type; `field_type` is the type its
+    mapping declares (`custom:NAME:Number`), None when the mapping leaves it to SendGrid.
+    """
 
     name: str
     kind: FieldKind
     max_length: int | None = None
+    field_type: FieldType | None = None
+
+    @property
+    def custom_name(self) -> str:
+        """The SendGrid name of a custom field (`tier` for `custom:tier`)."""
+        return self.name[len(CUSTOM_PREFIX) :]
+
+
+@dataclass(frozen=True, slots=True)
+class CustomField:
+    """A custom field as SendGrid defines it: values are sent keyed by `id` (`e1_T`), checked
+    against `field_type`. `name` is SendGrid's spelling (names are case-insensitively unique)."""
+
+    id: str
+    name: str
+    field_type: FieldType
 
 
 CUSTOM_PREFIX = "custom:"
@@ -96,10 +122,23 @@ def field_spec(name: str) -> FieldSpec:
     spec = RESERVED_FIELDS.get(name)
     if spec is not None:
         return spec
-    if name.startswith(CUSTOM_PREFIX) and name[len(CUSTOM_PREFIX) :].strip():
-        return FieldSpec(name, "custom", None)
+    if name.startswith(CUSTOM_PREFIX):
+        # SendGrid field names hold only letters, digits and _, so a colon ends the name.
+        custom, sep, declared = name[len(CUSTOM_PREFIX) :].partition(":")
+        if custom.strip():
+            if not sep:
+                return FieldSpec(name, "custom", None)
+            field_type = FIELD_TYPES.get(declared.strip().casefold())
+            if field_type is None:
+                raise MappingError(
+                    f"unknown custom field type {declared!r} in {name!r}: "
+                    "use custom:NAME:Text, custom:NAME:Number or custom:NAME:Date"
+                )
+            return FieldSpec(CUSTOM_PREFIX + custom, "custom", None, field_type)
     known = ", ".join(RESERVED_FIELDS)
-    raise MappingError(f"unknown SendGrid field {name!r}: use one of {known}, or custom:NAME")
+    raise MappingError(
+        f"unknown SendGrid field {name!r}: use one of {known}, or custom:NAME[:TYPE]"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +164,16 @@ class FieldMapping:
     def parse(cls, items: Iterable[str], *, use_defaults: bool = True) -> FieldMapping:
         """Parse `FIELD=COLUMN` items as given on the command line (`first_name=GivenName`)."""
         explicit: dict[str, str | None] = {}
+        seen: set[str] = set()
         for item in items:
             name, sep, column = item.partition("=")
             name = name.strip()
             if not sep or not name:
                 raise MappingError(f"mapping {item!r} is not of the form FIELD=COLUMN")
-            field_spec(name)
-            if name in explicit:
-                raise MappingError(f"field {name!r} is mapped twice")
+            spec = field_spec(name)
+            if spec.name in seen:  # also custom:x next to custom:x:Number
+                raise MappingError(f"field {spec.name!r} is mapped twice")
+            seen.add(spec.name)
             explicit[name] = column.strip() or None
         return cls(explicit, use_defaults)
 

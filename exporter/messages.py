@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 EXPORT_REQUESTS: Final = "export-requests"
 CONTACT_BATCHES: Final = "contact-batches"
 IMPORT_JOBS: Final = "import-jobs"
+CDM_MANIFESTS: Final = "cdm-manifests"
 POISON_SUFFIX: Final = "-poison"
 
 Trigger = Literal["blob", "timer", "api", "cli"]
@@ -60,6 +61,20 @@ class JobCheck(_Message):
     batch: int = Field(ge=0)
     job_id: str
     checks: int = Field(default=0, ge=0)
+
+
+class ManifestCheck(_Message):
+    """Look at a CDM folder again: its model.json arrived before some of its partitions.
+
+    Sent with a visibility delay, so waiting costs no worker and no delivery attempt; the wait is
+    measured from when the model.json was written, so a repeated message cannot extend it.
+    """
+
+    manifest: str = Field(description="the model.json's blob name in the segments container")
+    etag: str = Field(description="the model.json version that is waiting")
+    written_at: datetime = Field(description="when that version was written")
+    size: int = Field(default=0, ge=0)
+    checks: int = Field(default=0, ge=0, description="looks taken so far")
 
 
 M = TypeVar("M", bound=_Message)

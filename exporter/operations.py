@@ -1,10 +1,13 @@
-"""What an operator does by hand, shared by the CLI and the HTTP API: drop a snapshot, follow
-its runs, read runs."""
+"""What an operator does by hand: drop a snapshot, follow its runs (or any runs) to their end.
+
+Destinations, exports on demand and run details (shared by the CLI and the HTTP API) are in
+`exporter.admin`.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from azure.storage.blob import ContentSettings
@@ -70,5 +73,32 @@ def follow(
             raise TimeoutError(
                 f"{len(found)} of {expected} runs found, "
                 f"{sum(p.final for p in states.values())} finished after {timeout:.0f} s"
+            )
+        time.sleep(poll)
+
+
+def follow_runs(
+    svc: Services,
+    run_ids: Sequence[str],
+    *,
+    timeout: float,
+    on_progress: Callable[[dict[str, Progress]], None],
+    poll: float = 0.5,
+) -> list[RunRecord]:
+    """Wait until these runs have all finished, reporting their progress on every change."""
+    missing = [run_id for run_id in run_ids if svc.ledger.get_run(run_id) is None]
+    if missing:
+        raise InputError(f"no run {', '.join(repr(m) for m in missing)}")
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for r in map(svc.ledger.get_run, run_ids) if r is not None]
+        states = {r.run_id: progress(r, svc.ledger.batches(r.run_id)) for r in found}
+        on_progress(states)
+        if all(p.final for p in states.values()):
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{sum(p.final for p in states.values())} of {len(run_ids)} runs finished "
+                f"after {timeout:.0f} s"
             )
         time.sleep(poll)

@@ -2,7 +2,8 @@
 
 Every data row ends exactly once as valid, rejected, duplicate or blank; that invariant is what
 the counts in `PlanStats` add up to and what the property tests check. Batches are handed to
-`on_batch` as soon as they are full, so memory holds one batch plus the set of emails seen.
+`on_batch` as soon as they are full, so memory holds one batch plus the keys of the emails seen
+(8 to 24 bytes each: see `exporter.state`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import IO, Any
 
 from exporter.batching import DEFAULT_LIMITS, Batch, BatchLimits, BatchPacker
 from exporter.contacts import ContactBuilder
-from exporter.mapping import FieldMapping
+from exporter.mapping import CustomField, FieldMapping
 from exporter.snapshots import BLANK, RowProblem, Snapshot, open_snapshot
 from exporter.state import Delta
 
@@ -67,24 +68,25 @@ def plan(
     *,
     on_batch: Callable[[Batch], None] | None = None,
     on_reject: Callable[[RejectedRow], None] | None = None,
-    custom_field_ids: Mapping[str, str] | None = None,
+    custom_fields: Mapping[str, CustomField] | None = None,
     limits: BatchLimits = DEFAULT_LIMITS,
     delta: Delta | None = None,
 ) -> PlanStats:
     """Plan one snapshot. Raises SnapshotError if the file turns out unreadable part-way.
 
     With a `delta`, only contacts new or changed since its old state go into batches (the others
-    count as `unchanged`), and the delta collects the new state.
+    count as `unchanged`), and the delta collects the new state. `custom_fields` (from
+    `exporter.fields.resolve_custom_fields`) keys custom values by field id and types them.
     """
     stats = PlanStats()
-    builder = ContactBuilder(snapshot.mapping.fields, custom_field_ids)
+    builder = ContactBuilder(snapshot.mapping.fields, custom_fields)
     build = builder.build
     packer = BatchPacker(limits)
     add = packer.add
     max_contact = limits.max_contact_bytes
-    seen: set[str] | dict[str, int] = set() if delta is None else delta.members
-    remember = seen.add if isinstance(seen, set) else None
-    observe = delta.observe if delta is not None else None
+    if delta is None:
+        delta = Delta(collect=False)  # duplicates are still found; nothing is kept
+    observe = delta.observe
     reasons = stats.reasons
     valid = duplicates = blank = batches = body_bytes = 0
     row = 0
@@ -102,9 +104,6 @@ def plan(
             built = build(record)
             if type(built) is tuple:
                 email, contact = built
-                if email in seen:
-                    duplicates += 1
-                    continue
                 if contact.isascii():
                     size = len(contact)
                 else:
@@ -121,10 +120,12 @@ def plan(
                         f"the contact is {size:,} bytes; one request allows {max_contact:,}",
                     )
                 if type(built) is tuple:
+                    send = observe(email, contact)
+                    if send is None:
+                        duplicates += 1
+                        continue
                     valid += 1
-                    if remember is not None:
-                        remember(email)
-                    elif not observe(email, contact):  # type: ignore[misc]
+                    if not send:
                         continue  # unchanged since the last fully successful run
                     closed = add(contact, size)
                     if closed is not None:
@@ -145,7 +146,7 @@ def plan(
         emit(last)
     stats.rows = row
     stats.valid = valid
-    stats.unchanged = delta.unchanged if delta is not None else 0
+    stats.unchanged = delta.unchanged
     stats.duplicates = duplicates
     stats.blank = blank
     stats.rejected = sum(reasons.values())

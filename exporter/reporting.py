@@ -1,13 +1,17 @@
-"""How a run reads to a person: progress while it runs, a summary when it has finished.
+"""How a run reads to a person (and to a machine): progress while it runs, its details after.
 
-Shared by the CLI (and later the HTTP API). Reads the ledger only; never a contact's data.
+Shared by the CLI and the HTTP API. Renders what the ledger and the reject report hold: counts,
+reasons, row numbers; never a contact's data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from exporter.ledger import BatchRecord, RunRecord, totals
+from exporter.redact import mask_emails
+from exporter.storage import APP_CONTAINER
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,8 +19,8 @@ class Progress:
     """Where a run stands: rows read, batches planned, sent (accepted), confirmed, failed."""
 
     state: str
-    rows: int
-    batches: int
+    read: int
+    planned: int
     sent: int
     confirmed: int
     failed: int
@@ -30,8 +34,8 @@ def progress(run: RunRecord, batches: list[BatchRecord]) -> Progress:
     sums = totals(batches)
     return Progress(
         state=run.state,
-        rows=run.rows,
-        batches=run.batches,
+        read=run.rows,
+        planned=run.batches,
         sent=sums["accepted"] + sums["failed"],
         confirmed=sums["done"],
         failed=sums["failed"],
@@ -39,21 +43,55 @@ def progress(run: RunRecord, batches: list[BatchRecord]) -> Progress:
 
 
 def bar(p: Progress, width: int = 30) -> str:
-    """`[##########----------]  12/34 batches confirmed, 0 failed  (sending)`."""
-    total = max(p.batches, 1)
+    """`[####----] read 10,000, planned 10, sent 7, 5/10 batches confirmed, 0 failed  (sending)`."""
+    total = max(p.planned, 1)
     done = p.confirmed + p.failed
-    filled = round(width * done / total) if p.batches else (width if p.final else 0)
+    filled = round(width * done / total) if p.planned else (width if p.final else 0)
     return (
-        f"[{'#' * filled}{'-' * (width - filled)}] {done:>5,}/{p.batches:,} batches confirmed, "
-        f"{p.failed:,} failed  ({p.state})"
+        f"[{'#' * filled}{'-' * (width - filled)}] read {p.read:,}, planned {p.planned:,}, "
+        f"sent {p.sent:,}, {done:,}/{p.planned:,} batches confirmed, {p.failed:,} failed  "
+        f"({p.state})"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RejectSample:
+    """One rejected row as the reject report names it: where it is and why (no values)."""
+
+    row: int
+    line: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetails:
+    """A run with what a person needs to judge it: batches, reject samples, the report's place."""
+
+    run: RunRecord
+    batches: list[BatchRecord]
+    samples: dict[str, list[RejectSample]] = field(default_factory=dict)
+    """Reason -> the first rows rejected for it (from the reject report)."""
+    report_blob: str = ""
+    """The reject report's blob name in the app's container (empty: no row was rejected)."""
+    report_url: str = ""
+    """Its URL in the app's storage account (no SAS: reading it takes access to the account)."""
 
 
 def _breakdown(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def summary(run: RunRecord, batches: list[BatchRecord]) -> str:
+def _job_errors(batches: list[BatchRecord]) -> list[BatchRecord]:
+    return [b for b in batches if b.errored or b.errors_url]
+
+
+def summary(
+    run: RunRecord,
+    batches: list[BatchRecord],
+    *,
+    samples: dict[str, list[RejectSample]] | None = None,
+    report_url: str = "",
+) -> str:
     """The run summary a person reads at the end (or at any time)."""
     lines = [
         f"run {run.run_id}: {run.state}",
@@ -82,11 +120,65 @@ def summary(run: RunRecord, batches: list[BatchRecord]) -> str:
         ),
     ]
     lines += [f"  {label:<11}{value:>12,}   {detail}".rstrip() for label, value, detail in rows]
+    for reason, found in sorted((samples or {}).items()):
+        for sample in found:
+            lines.append(
+                f"  rejected {reason}: row {sample.row:,} (line {sample.line:,}): "
+                f"{mask_emails(sample.message)}"
+            )
     failed = [b for b in batches if b.state == "failed"]
     for b in failed[:5]:
         lines.append(f"  batch {b.index} failed: {b.error}")
     if len(failed) > 5:
         lines.append(f"  ... and {len(failed) - 5} more failed batches")
+    for b in _job_errors(batches)[:5]:
+        where = f"; SendGrid's error file: {b.errors_url}" if b.errors_url else ""
+        lines.append(f"  batch {b.index}: SendGrid errored {b.errored:,} contacts{where}")
     if run.reject_report:
-        lines.append(f"  reject report: blob exporter/{run.reject_report}")
+        lines.append(f"  reject report: blob {APP_CONTAINER}/{run.reject_report}")
+        if report_url:
+            lines.append(f"    {report_url}")
     return "\n".join(lines)
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    """A run's record as JSON-ready values (times as ISO 8601 text)."""
+    out = asdict(run)
+    for key, value in out.items():
+        if hasattr(value, "isoformat"):
+            out[key] = value.isoformat()
+    return out
+
+
+def details_json(details: RunDetails) -> dict[str, Any]:
+    """`runs show --json` and `GET /api/runs/{id}`: the record, progress, rejects, SendGrid's
+    job errors and the failed batches."""
+    run, batches = details.run, details.batches
+    state = progress(run, batches)
+    return run_json(run) | {
+        "progress": asdict(state) | {"final": state.final},
+        "rejects": {
+            "count": run.rejected,
+            "reasons": run.reasons,
+            "samples": {
+                reason: [
+                    {"row": s.row, "line": s.line, "message": mask_emails(s.message)} for s in found
+                ]
+                for reason, found in details.samples.items()
+            },
+            "report": (
+                {"container": APP_CONTAINER, "blob": details.report_blob, "url": details.report_url}
+                if details.report_blob
+                else None
+            ),
+        },
+        "sendgrid_job_errors": [
+            {"batch": b.index, "job_id": b.job_id, "errored": b.errored, "errors_url": b.errors_url}
+            for b in _job_errors(batches)
+        ],
+        "failed_batches": [
+            {"batch": b.index, "kind": b.kind, "contacts": b.contacts, "error": b.error}
+            for b in batches
+            if b.state == "failed"
+        ],
+    }

@@ -22,9 +22,11 @@ from typing import IO, Any, Final
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
+from exporter import cdm
 from exporter.batching import MAX_CONTACTS, Batch, BatchLimits
 from exporter.destinations import BlobDestinationStore, Destination, DestinationStore
 from exporter.errors import InputError
+from exporter.fields import mapped_custom_fields, resolve_custom_fields
 from exporter.ledger import (
     BatchRecord,
     RunLedger,
@@ -34,20 +36,22 @@ from exporter.ledger import (
     totals,
     utcnow,
 )
-from exporter.mapping import CUSTOM_PREFIX
+from exporter.mapping import CustomField
 from exporter.messages import (
+    CDM_MANIFESTS,
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
     IMPORT_JOBS,
     BatchMessage,
     ExportRequest,
     JobCheck,
+    ManifestCheck,
     Trigger,
 )
 from exporter.planning import plan
 from exporter.redact import mask_emails
 from exporter.reports import RejectReport
-from exporter.secrets import EnvSecretProvider, SecretProvider
+from exporter.secrets import SecretProvider, secret_provider
 from exporter.sendgrid import (
     NotFound,
     RateLimited,
@@ -60,7 +64,8 @@ from exporter.sendgrid import (
 from exporter.settings import SendGridSettings
 from exporter.snapshots import open_snapshot
 from exporter.state import Delta, StateFormatError, SyncedState, read_emails
-from exporter.storage import RunStorage, SnapshotVersion, Storage
+from exporter.storage import RunStorage, SnapshotVersion, Storage, entity_version
+from exporter.storage import read_manifest as read_cdm_manifest
 
 log = logging.getLogger("exporter.runs")
 
@@ -85,7 +90,14 @@ class Services:
     max_batch_contacts: int = MAX_CONTACTS
     """Contacts per upsert request (setting MAX_BATCH_CONTACTS): SendGrid's 30,000 by default;
     smaller batches narrow what one rejected request holds up."""
-    _clients: dict[str, SendGridClient] = field(default_factory=dict, repr=False)
+    cdm_recheck: float = 30.0
+    """Seconds between looks at a CDM folder whose model.json arrived before all of its
+    partitions (setting CDM_RECHECK_SECONDS)."""
+    cdm_wait: float = 1800.0
+    """How long after its model.json was written a CDM folder may wait for its partitions
+    (setting CDM_WAIT_SECONDS); then its entities' runs fail, naming what never arrived."""
+    _clients: dict[str, tuple[str, SendGridClient]] = field(default_factory=dict, repr=False)
+    """Per API-key secret name: (the key's SHA-256, the client made with it)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -98,19 +110,27 @@ class Services:
             storage=storage,
             ledger=TableRunLedger(storage.tables),
             destinations=BlobDestinationStore(storage.app),
-            secrets=EnvSecretProvider(env),
+            secrets=secret_provider(env),
             sendgrid_settings=SendGridSettings.from_env(env),
             max_batch_contacts=_batch_size(env.get("MAX_BATCH_CONTACTS")),
+            cdm_recheck=_seconds(env, "CDM_RECHECK_SECONDS", 30.0),
+            cdm_wait=_seconds(env, "CDM_WAIT_SECONDS", 1800.0),
         )
 
     def sendgrid(self, destination: Destination) -> SendGridClient:
-        """The client for a destination's key, resolved now (a rotated key is picked up)."""
-        key = self.secrets.get(destination.api_key_secret)
-        cache_key = hashlib.sha256(key.encode()).hexdigest()
+        """The client for a destination's key, resolved now: when the key behind the secret
+        changes (rotation), a new client replaces the old one, so no client outlives its key."""
+        name = destination.api_key_secret
+        key = self.secrets.get(name)
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()
         with self._lock:
-            client = self._clients.get(cache_key)
-            if client is None:
-                client = self._clients[cache_key] = SendGridClient(key, self.sendgrid_settings)
+            cached = self._clients.get(name)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            # The old client is dropped, not closed: a batch on another thread may still be
+            # using it (SendGridClient has no close; its idle connections go with it).
+            client = SendGridClient(key, self.sendgrid_settings)
+            self._clients[name] = (fingerprint, client)
             return client
 
 
@@ -126,6 +146,19 @@ def _batch_size(value: str | None) -> int:
     return size
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds <= 7 * 24 * 3600:
+        raise InputError(f"{name} must be a number of seconds, more than 0 and at most 7 days")
+    return seconds
+
+
 def _event(event: str, **fields: object) -> None:
     """One structured log line; callers pass ids and counts, never addresses or keys."""
     text = " ".join(f"{k}={v}" for k, v in fields.items())
@@ -136,7 +169,11 @@ def _event(event: str, **fields: object) -> None:
 
 
 def segment_of(snapshot: str) -> str:
-    """`loyal/2026-11-24.csv` belongs to segment `loyal`."""
+    """`loyal/2026-11-24.csv` belongs to segment `loyal`; a CDM folder's entity
+    `ci/BlobExport/model.json#HighValue` to segment `HighValue`."""
+    entity = cdm.split_entity_snapshot(snapshot)
+    if entity is not None:
+        return entity[1]
     return snapshot.split("/", 1)[0]
 
 
@@ -176,6 +213,7 @@ def request_exports(
         if wanted is not None and destination.name not in wanted:
             continue
         run_id = make_run_id(destination.name, version, trigger, at)
+        full = full_refresh or _full_refresh_due(svc, destination, segment)
         run = RunRecord(
             run_id=run_id,
             destination=destination.name,
@@ -184,7 +222,7 @@ def request_exports(
             etag=version.etag,
             trigger=trigger,
             list_id=destination.list_id,
-            full_refresh=full_refresh,
+            full_refresh=full,
             snapshot_time=version.last_modified,
         )
         if not svc.ledger.create_run(run):
@@ -200,7 +238,7 @@ def request_exports(
             trigger=trigger,
             requested_at=at,
             snapshot_time=version.last_modified,
-            full_refresh=full_refresh,
+            full_refresh=full,
             allow_mass_removal=allow_mass_removal,
         )
         svc.storage.send(EXPORT_REQUESTS, request)
@@ -210,13 +248,25 @@ def request_exports(
     return run_ids
 
 
+def _full_refresh_due(svc: Services, destination: Destination, segment: str) -> bool:
+    """Every `full_refresh_every`-th run of a destination x segment sends every contact."""
+    every = destination.full_refresh_every
+    if not every:
+        return False
+    slot = svc.ledger.update_slot(destination.name, segment, lambda _: False)  # a read
+    return slot.syncs_since_full + 1 >= every
+
+
 def on_snapshot(svc: Services, version: SnapshotVersion) -> list[str]:
-    """A snapshot blob arrived (blob trigger)."""
+    """A blob arrived (blob trigger): a snapshot file, or a CDM folder's model.json."""
+    if cdm.is_manifest(version.name):
+        return on_manifest(svc, version)
     return request_exports(svc, version, "blob")
 
 
 def refresh(svc: Services, at: datetime | None = None) -> list[str]:
-    """The timer: export the latest snapshot of every selected segment again."""
+    """The timer: export the latest snapshot of every selected segment again (a snapshot file,
+    or the newest CDM entity of the segment's name: see `Storage.latest_snapshot`)."""
     at = (at or utcnow()).replace(microsecond=0)
     run_ids = []
     for destination in svc.destinations.all():
@@ -225,6 +275,128 @@ def refresh(svc: Services, at: datetime | None = None) -> list[str]:
             if version is not None:
                 run_ids += request_exports(svc, version, "timer", at=at, only=[destination.name])
     return run_ids
+
+
+# --- CDM folders (see exporter.cdm) -----------------------------------------------------------
+
+
+def on_manifest(
+    svc: Services,
+    version: SnapshotVersion,
+    *,
+    checks: int = 0,
+    at: datetime | None = None,
+    give_up: str = "",
+) -> list[str]:
+    """A CDM folder's model.json arrived, or is looked at again. Each entity is a snapshot of
+    the segment of its name: one run per destination that selected it, once all of the entity's
+    partitions are there. Entities still missing a partition are looked at again later by a
+    delayed message (no worker waits, no delivery attempt is spent); `svc.cdm_wait` after the
+    model.json was written, or with `give_up` (the reason), each gets a failed run instead.
+
+    Safe to repeat: an entity's run id depends only on the manifest's and partitions' ETags.
+    """
+    at = at or utcnow()
+    try:
+        manifest = read_cdm_manifest(svc.storage, version)
+    except (ResourceModifiedError, ResourceNotFoundError):
+        _event("manifest skipped", manifest=version.name, reason="replaced or deleted")
+        return []  # a newer version of it has a trigger of its own
+    except cdm.ManifestError as exc:
+        # No entity can be named, so no segment, so no run to fail: the log is the only place.
+        # A wrong input, not a bug: its message says all, a traceback would not help.
+        log.error("CDM folder not exported: %s", mask_emails(str(exc)))  # noqa: TRY400
+        return []
+    for name, reason in manifest.rejected.items():
+        _fail_entity(svc, version, name, reason, "rejected")
+    run_ids: list[str] = []
+    waiting: dict[str, list[str]] = {}
+    for entity in manifest.entities:
+        found = [svc.storage.snapshot_version(p.blob) for p in entity.partitions]
+        present = [v for v in found if v is not None]
+        if len(present) < len(found):
+            waiting[entity.name] = [
+                p.blob for p, v in zip(entity.partitions, found, strict=True) if v is None
+            ]
+            continue
+        snapshot = entity_version(version, entity, present)
+        svc.storage.note_cdm_entity(snapshot)
+        run_ids += request_exports(svc, snapshot, "blob")
+    if not waiting:
+        return run_ids
+    waited = (at - version.last_modified).total_seconds()
+    if give_up or waited >= svc.cdm_wait or checks >= svc.cdm_wait / svc.cdm_recheck + 10:
+        for name, missing in waiting.items():
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            reason = give_up or (
+                f"partition {missing[0]}{more} listed in {version.name} never arrived: still "
+                f"missing {waited / 60:.0f} minutes after model.json was written, so entity "
+                f"{name!r} was not exported"
+            )
+            _fail_entity(svc, version, name, reason, "incomplete")
+        return run_ids
+    check = ManifestCheck(
+        manifest=version.name,
+        etag=version.etag,
+        written_at=version.last_modified,
+        size=version.size,
+        checks=checks + 1,
+    )
+    svc.storage.send(CDM_MANIFESTS, check, delay=svc.cdm_recheck)
+    _event("manifest waiting", manifest=version.name, entities=len(waiting), check=check.checks)
+    return run_ids
+
+
+def check_manifest(
+    svc: Services, message: ManifestCheck, *, at: datetime | None = None
+) -> list[str]:
+    """The delayed look at a CDM folder that was waiting for partitions (queue cdm-manifests)."""
+    version = SnapshotVersion(message.manifest, message.etag, message.written_at, message.size)
+    return on_manifest(svc, version, checks=message.checks, at=at)
+
+
+def manifest_poisoned(svc: Services, message: ManifestCheck) -> None:
+    """Every attempt to look at a CDM folder failed: export what is complete, and end the
+    entities still waiting with a run that says so (never a silent drop)."""
+    version = SnapshotVersion(message.manifest, message.etag, message.written_at, message.size)
+    reason = (
+        f"{message.manifest} could not be checked on any attempt (the host's logs say why), so "
+        "this entity was not exported; upload the folder's model.json again to retry"
+    )
+    on_manifest(svc, version, checks=message.checks, give_up=reason)
+
+
+def _fail_entity(
+    svc: Services, manifest: SnapshotVersion, entity: str, reason: str, outcome: str
+) -> None:
+    """A failed run for every destination that selected this entity, where people look for
+    runs. Once per manifest version and outcome: a repeated look finds the run ended."""
+    snapshot = SnapshotVersion(
+        cdm.entity_snapshot(manifest.name, entity),
+        f"{manifest.etag};{outcome}",
+        manifest.last_modified,
+        0,
+    )
+    _event("entity not exported", manifest=manifest.name, entity=entity, reason=reason)
+    for destination in svc.destinations.all():
+        if entity not in destination.segments:
+            continue
+        run_id = make_run_id(destination.name, snapshot, "blob", manifest.last_modified)
+        run = RunRecord(
+            run_id=run_id,
+            destination=destination.name,
+            segment=entity,
+            snapshot=snapshot.name,
+            etag=snapshot.etag,
+            trigger="blob",
+            list_id=destination.list_id,
+            snapshot_time=snapshot.last_modified,
+        )
+        if not svc.ledger.create_run(run):
+            existing = svc.ledger.get_run(run_id)
+            if existing is None or existing.final:
+                continue
+        fail_run(svc, run_id, reason)
 
 
 # --- planning ------------------------------------------------------------------------------
@@ -281,11 +453,17 @@ def _release_slot(svc: Services, run: RunRecord) -> None:
         changed = False
         if slot.run_id == run.run_id:
             slot.run_id, changed = "", True
-        newer = slot.synced_time is None or _order(run.snapshot_time, run.snapshot) > _order(
+        # The timer exports the same snapshot again: that moves the mark too (and counts).
+        not_older = slot.synced_time is None or _order(run.snapshot_time, run.snapshot) >= _order(
             slot.synced_time, slot.synced_snapshot
         )
-        if run.state_committed and run.snapshot_time and newer:
+        counted = slot.synced_run == run.run_id
+        if run.state_committed and run.snapshot_time and not_older and not counted:
             slot.synced_time, slot.synced_snapshot = run.snapshot_time, run.snapshot
+            slot.synced_run = run.run_id
+            # A run that skipped nobody as unchanged (a full refresh, or the first) sent all.
+            sent_all = run.full_refresh or run.unchanged == 0
+            slot.syncs_since_full = 0 if sent_all else slot.syncs_since_full + 1
             changed = True
         return changed
 
@@ -309,18 +487,12 @@ def fail_run(svc: Services, run_id: str, reason: str, *, state: str = "failed") 
     return run
 
 
-def _custom_field_ids(svc: Services, destination: Destination) -> dict[str, str]:
-    names = [f[len(CUSTOM_PREFIX) :] for f in destination.mapping if f.startswith(CUSTOM_PREFIX)]
-    if not names:
+def _custom_fields(svc: Services, destination: Destination) -> dict[str, CustomField]:
+    """The mapping's custom fields resolved (created, if the destination allows) by
+    `fields.resolve_custom_fields`; without any, no key is looked up and SendGrid is not asked."""
+    if not mapped_custom_fields(destination):
         return {}
-    defined = svc.sendgrid(destination).field_definitions().custom
-    missing = [n for n in names if n not in defined]
-    if missing:
-        raise InputError(
-            f"custom field(s) {', '.join(repr(n) for n in missing)} do not exist in SendGrid: "
-            "create them there, or remove them from the destination's mapping"
-        )
-    return {n: defined[n].id for n in names}
+    return resolve_custom_fields(svc.sendgrid(destination), destination)
 
 
 def plan_run(svc: Services, request: ExportRequest) -> None:
@@ -386,7 +558,7 @@ def _old_state(svc: Services, destination: str, segment: str) -> SyncedState:
 
 def _plan(svc: Services, request: ExportRequest, destination: Destination) -> None:
     run_id = request.run_id
-    custom_ids = _custom_field_ids(svc, destination)
+    custom_fields = _custom_fields(svc, destination)
     delta = Delta(
         _old_state(svc, destination.name, request.segment), full_refresh=request.full_refresh
     )
@@ -408,7 +580,7 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
                 snapshot,
                 on_batch=on_batch,
                 on_reject=report,
-                custom_field_ids=custom_ids,
+                custom_fields=custom_fields,
                 limits=BatchLimits(
                     max_contacts=svc.max_batch_contacts, list_ids=(destination.list_id,)
                 ),
@@ -431,6 +603,8 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
     members = svc.storage.write_pending_state(run_id, delta)
 
     def planned(run: RunRecord) -> bool:
+        if run.final:
+            return False  # ended while planning (its destination was removed, say)
         run.list_id = destination.list_id
         run.rows, run.valid, run.rejected = stats.rows, stats.valid, stats.rejected
         run.unchanged, run.members, run.leavers = stats.unchanged, members, leavers
@@ -445,7 +619,8 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         run.state = "sending"
         return True
 
-    svc.ledger.update_run(run_id, planned)
+    if svc.ledger.update_run(run_id, planned).final:
+        return
     if records:
         _queue_batches(svc, run_id)
     else:
@@ -479,21 +654,23 @@ def _plan_removals(
 ) -> int:
     """Mirror mode: removal batches for the members who left the segment (after the guard)."""
     held = len(delta.old)
-    positions = list(delta.old.left())
-    if not positions:
+    leaving = held - delta.old.seen.count(1)
+    if not leaving:
         return 0
-    share = len(positions) / held
+    share = leaving / held
     too_many = share > destination.max_removal_share or valid == 0
     if too_many and not request.allow_mass_removal:
         raise InputError(
-            f"this snapshot would remove {len(positions):,} of the {held:,} contacts that "
+            f"this snapshot would remove {leaving:,} of the {held:,} contacts that "
             f"destination {destination.name!r} holds from segment {request.segment!r} "
             f"({share:.0%}; allowed: {destination.max_removal_share:.0%}"
             + (", and it would empty the list" if valid == 0 else "")
             + "): nothing was sent. If the segment really shrank, export again allowing "
             "mass removal"
         )
-    leavers = read_emails(svc.storage.state_emails(destination.name, request.segment), positions)
+    leavers = read_emails(
+        svc.storage.state_emails(destination.name, request.segment), delta.old.left()
+    )
     index = len(records)
     chunk: list[str] = []
     for email in leavers:
@@ -503,7 +680,7 @@ def _plan_removals(
             chunk = []
     if chunk:
         _removal_batch(svc, request.run_id, index, chunk, records)
-    return len(positions)
+    return leaving
 
 
 def _removal_batch(
@@ -591,7 +768,7 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
         if batch.kind == "remove":
             removed = _remove(client, run.list_id, svc.storage.read_removals(run_id, index))
         else:
-            job_id = client.upsert([run.list_id], svc.storage.read_batch(run_id, index))
+            job_id = client.upsert([run.list_id], svc.storage.open_batch(run_id, index))
     except RateLimited as exc:
         if message.deferrals >= MAX_DEFERRALS:
             _fail_batch(svc, run_id, index, f"still rate limited after {MAX_DEFERRALS} waits")

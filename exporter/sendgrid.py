@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import urllib3
 
-from exporter.batching import upsert_body
+from exporter.batching import ContactStream, upsert_body, upsert_body_stream
 from exporter.errors import ExporterError
 from exporter.redact import mask_emails
 from exporter.settings import SendGridSettings
@@ -171,14 +171,18 @@ class SendGridClient:
 
     # --- the calls an export makes -----------------------------------------------------------
 
-    def upsert(self, list_ids: Sequence[str], contacts_json: str | bytes) -> str:
+    def upsert(self, list_ids: Sequence[str], contacts: str | bytes | ContactStream) -> str:
         """Queue an upsert of a JSON array of contacts into `list_ids`; returns the job id.
 
+        A `ContactStream` (a batch blob being read) is sent as it is read, never held whole.
         202 means queued, not imported: follow the job with `import_status`.
         """
-        answer = self._call(
-            "PUT", "/v3/marketing/contacts", body=upsert_body(list_ids, contacts_json)
-        )
+        if isinstance(contacts, ContactStream):
+            length, chunks = upsert_body_stream(list_ids, contacts)
+            answer = self._call("PUT", "/v3/marketing/contacts", body=chunks, length=length)
+        else:
+            body = upsert_body(list_ids, contacts)
+            answer = self._call("PUT", "/v3/marketing/contacts", body=body)
         return str(_require(answer, "job_id"))
 
     def import_status(self, job_id: str) -> ImportJob:
@@ -269,14 +273,21 @@ class SendGridClient:
         path: str,
         *,
         query: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | Iterator[bytes] | None = None,
+        length: int | None = None,
     ) -> dict[str, Any]:
+        """One request. A body given as chunks needs its `length` (sent as Content-Length, so
+        the body is not chunk-encoded and streams straight through)."""
         endpoint = f"{method} {_template(path)}"
         self._respect_known_limit(endpoint)
         url = self._base + path + (f"?{urlencode(query, safe=',')}" if query else "")
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
+            if not isinstance(body, bytes):
+                if length is None:
+                    raise ValueError("a body given as chunks needs its length")
+                headers["Content-Length"] = str(length)
         started = time.monotonic()
         try:
             response = self._pool.request(

@@ -6,6 +6,11 @@ file-level error can say exactly where it is (byte offset and line) without read
 
 File-level problems raise `SnapshotError` (the whole run fails with that message); row-level
 problems are yielded as `RowProblem` so the caller rejects that row and goes on.
+
+A snapshot may also come in parts (`Parts`: a CDM entity's partition files, see `exporter.cdm`):
+the parts are read one after another through the same pipeline, each opened only when the reader
+reaches it, with the columns given up front (a headerless part takes them; a part with a header
+row must name the same ones).
 """
 
 from __future__ import annotations
@@ -78,6 +83,33 @@ class RowProblem:
 
 Record = tuple[str, ...] | RowProblem | _Blank
 """Mapped values in `ResolvedMapping.fields` order (email first), a problem, or BLANK."""
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One CSV file of a snapshot in parts, opened only when the reader reaches it (so one part
+    is open at a time), and closed when it has been read."""
+
+    name: str
+    """Where a person finds the file (a blob name): file-level errors name it."""
+    open: Callable[[], IO[bytes]]
+    header: bool = False
+    """Whether the first line is a header row (checked against the columns) or already data."""
+    delimiter: str = ","
+    quoting: bool = True
+    """False: quote characters are ordinary characters (CDM's `QuoteStyle.None`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """A CSV snapshot stored as several files, read in order as one (a CDM entity's partitions).
+
+    Line numbers restart in each part (a person opens that file to find the row); `Snapshot.part`
+    says which part the latest record came from.
+    """
+
+    columns: tuple[str, ...]
+    parts: tuple[Part, ...]
 
 
 class _Readable(Protocol):
@@ -242,17 +274,26 @@ class Snapshot:
     delimiter: str | None
     columns: tuple[str, ...]
     mapping: ResolvedMapping
+    part: Part | None = None
+    """The part being read (None for a single file)."""
 
     def __init__(
         self,
-        source: str | Path | IO[bytes],
+        source: str | Path | IO[bytes] | Parts,
         *,
         name: str | None = None,
         mapping: FieldMapping | None = None,
         format: Format | None = None,
     ) -> None:
         self._owned: IO[bytes] | None = None
+        self._part_file: IO[bytes] | None = None
+        self._ragged = "the header has {}"
         raw: IO[bytes]
+        if isinstance(source, Parts):
+            if format not in (None, "csv"):
+                raise SnapshotError("unreadable", "a snapshot in parts is read as CSV only")
+            self._open_parts(source, mapping or FieldMapping())
+            return
         if isinstance(source, (str, Path)):
             path = Path(source)
             name = name or path.name
@@ -273,20 +314,7 @@ class Snapshot:
     def _open(
         self, raw: IO[bytes], name: str, mapping: FieldMapping, format: Format | None
     ) -> None:
-        magic = raw.read(2)
-        if not magic:
-            raise SnapshotError("empty_file", "the file is empty (0 bytes)")
-        counter = _RawCounter(raw, magic)
-        self.compressed = magic == b"\x1f\x8b"
-        inner: _Readable = gzip.GzipFile(fileobj=counter, mode="rb") if self.compressed else counter
-        self._bytes = _Counted(inner, counter, gzipped=self.compressed)
-        head = self._bytes.start()
-        if not head:
-            what = "decompresses to 0 bytes" if self.compressed else "holds only a byte-order mark"
-            raise SnapshotError("empty_file", f"the file is empty: it {what}")
-        self._text = io.TextIOWrapper(self._bytes, encoding="utf-8", errors="strict", newline="")
-        self._text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]  # fewer, larger decodes
-
+        self._start_text(raw, empty_ok=False)
         fmt = format or detect_format(name)
         self._line = 0  # lines consumed before the first record
         first = self._first_line()
@@ -298,6 +326,28 @@ class Snapshot:
             self._records = self._open_csv(first, mapping)
         else:
             self._records = self._open_jsonl(first, mapping)
+
+    def _start_text(self, raw: _Readable, *, empty_ok: bool) -> bool:
+        """Set up bytes -> gzip (by magic) -> counting -> UTF-8 text for one file. False when it
+        is empty and `empty_ok` (an empty part holds no rows); else an empty file raises."""
+        magic = raw.read(2)
+        if not magic:
+            if empty_ok:
+                return False
+            raise SnapshotError("empty_file", "the file is empty (0 bytes)")
+        counter = _RawCounter(raw, magic)
+        self.compressed = magic == b"\x1f\x8b"
+        inner: _Readable = gzip.GzipFile(fileobj=counter, mode="rb") if self.compressed else counter
+        self._bytes = _Counted(inner, counter, gzipped=self.compressed)
+        head = self._bytes.start()
+        if not head:
+            if empty_ok:
+                return False
+            what = "decompresses to 0 bytes" if self.compressed else "holds only a byte-order mark"
+            raise SnapshotError("empty_file", f"the file is empty: it {what}")
+        self._text = io.TextIOWrapper(self._bytes, encoding="utf-8", errors="strict", newline="")
+        self._text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]  # fewer, larger decodes
+        return True
 
     def _guard(self, fn: Callable[[], str]) -> str:
         try:
@@ -336,12 +386,7 @@ class Snapshot:
     def _open_csv(self, first: str, mapping: FieldMapping) -> Iterator[tuple[int, Record]]:
         self.delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([first], delimiter=d))))
         reader = csv.reader(itertools.chain([first], self._text), delimiter=self.delimiter)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except csv.Error as exc:
-            raise SnapshotError("malformed_csv", f"the header row is malformed: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise self._bytes.decode_error(exc) from None
+        header = self._header(reader)
         header_line = self._line
         for col in header:
             if "@" in col and "." in col.partition("@")[2]:
@@ -354,6 +399,14 @@ class Snapshot:
         self.columns = tuple(header)
         self.mapping = mapping.resolve(header)
         return self._csv_records(reader, header_line - 1)
+
+    def _header(self, reader: _csv.Reader) -> list[str]:
+        try:
+            return [h.strip() for h in next(reader)]
+        except csv.Error as exc:
+            raise SnapshotError("malformed_csv", f"the header row is malformed: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise self._bytes.decode_error(exc) from None
 
     def _csv_records(self, reader: _csv.Reader, skipped: int) -> Iterator[tuple[int, Record]]:
         columns = self.columns
@@ -374,13 +427,13 @@ class Snapshot:
                 start = prev + 1 + skipped
                 prev = reader.line_num
                 if len(row) != ncols or counted.suspicious:
-                    yield start, _csv_problem(row, columns, get)
+                    yield start, _csv_problem(row, columns, get, self._ragged)
                     continue
                 values = get(row)
                 if values[0] and not values[0].isspace():
                     yield start, values
                 else:
-                    yield start, _csv_problem(row, columns, get)
+                    yield start, _csv_problem(row, columns, get, self._ragged)
         except csv.Error as exc:
             line = reader.line_num + skipped
             if "field larger than field limit" in str(exc):
@@ -395,6 +448,61 @@ class Snapshot:
             ) from None
         except UnicodeDecodeError as exc:
             raise self._bytes.decode_error(exc) from None
+
+    # --- CSV in parts (a CDM entity's partitions) ---------------------------------------------
+
+    def _open_parts(self, source: Parts, mapping: FieldMapping) -> None:
+        if not source.columns:
+            raise SnapshotError("no_header", "a snapshot in parts needs its column names")
+        self.format = "csv"
+        self.compressed = False
+        self.delimiter = source.parts[0].delimiter if source.parts else ","
+        self.columns = tuple(source.columns)
+        self.mapping = mapping.resolve(self.columns)
+        self._ragged = "the entity has {} attributes"
+        self._records = self._parts_records(source.parts)
+
+    def _parts_records(self, parts: Sequence[Part]) -> Iterator[tuple[int, Record]]:
+        for index, part in enumerate(parts, start=1):
+            self.part = part
+            try:
+                yield from self._part_records(part)
+            except SnapshotError as exc:
+                where = f"partition {index} of {len(parts)} ({part.name})"
+                raise _located(exc, where) from None
+            finally:
+                self._close_part()
+
+    def _part_records(self, part: Part) -> Iterator[tuple[int, Record]]:
+        self._part_file = part.open()
+        if not self._start_text(self._part_file, empty_ok=True):
+            return  # an empty partition: no rows
+        lines: Iterable[str] = self._text
+        skipped = 0
+        if part.header:
+            self._line = 0
+            lines = itertools.chain([self._first_line()], self._text)
+            skipped = self._line - 1
+        if part.quoting:
+            reader = csv.reader(lines, delimiter=part.delimiter)
+        else:
+            reader = csv.reader(lines, delimiter=part.delimiter, quoting=csv.QUOTE_NONE)
+        if part.header:
+            header = self._header(reader)
+            if [h.casefold() for h in header] != [c.casefold() for c in self.columns]:
+                raise SnapshotError(
+                    "header_mismatch",
+                    f"its header row names {_shown(header)}, but the entity's attributes are "
+                    f"{_shown(self.columns)}, in that order",
+                    line=skipped + 1,
+                )
+        yield from self._csv_records(reader, skipped)
+
+    def _close_part(self) -> None:
+        file, self._part_file = self._part_file, None
+        close = getattr(file, "close", None)  # a blob downloader has nothing to close
+        if close is not None:
+            close()
 
     # --- JSON Lines --------------------------------------------------------------------------
 
@@ -455,6 +563,7 @@ class Snapshot:
         if self._owned is not None:
             self._owned.close()
             self._owned = None
+        self._close_part()
 
     def __enter__(self) -> Snapshot:
         return self
@@ -464,16 +573,20 @@ class Snapshot:
 
 
 def _csv_problem(
-    row: list[str], columns: Sequence[str], get: Callable[[list[str]], tuple[str, ...]]
+    row: list[str],
+    columns: Sequence[str],
+    get: Callable[[list[str]], tuple[str, ...]],
+    width: str = "the header has {}",
 ) -> Record:
     """The careful look at a row that the fast path could not clear: blank, ragged, too large,
-    NUL; or, when none of those, its mapped values after all (as for a row without email)."""
+    NUL; or, when none of those, its mapped values after all (as for a row without email).
+    `width` says where the expected number of fields comes from."""
     joined = "".join(row)
     if not joined or joined.isspace():
         return BLANK
     if len(row) != len(columns):
         return RowProblem(
-            "ragged_row", f"the row has {len(row)} fields, the header has {len(columns)}"
+            "ragged_row", f"the row has {len(row)} fields, {width.format(len(columns))}"
         )
     for col, value in zip(columns, row, strict=True):
         if len(value) > FIELD_CAP:
@@ -483,6 +596,18 @@ def _csv_problem(
         if "\x00" in value:
             return RowProblem("nul_byte", f"column {col!r} holds a NUL character")
     return get(row)
+
+
+def _shown(columns: Sequence[str]) -> str:
+    names = ", ".join(repr(c) for c in columns[:20]) or "none"
+    return names + (f" and {len(columns) - 20} more" if len(columns) > 20 else "")
+
+
+def _located(exc: SnapshotError, where: str) -> SnapshotError:
+    """The same error, its message prefixed with which part of the snapshot it is in."""
+    located = SnapshotError(exc.code, f"{where}: {exc}")
+    located.line, located.offset = exc.line, exc.offset
+    return located
 
 
 def _json_record(line: str, keys: Sequence[str], loads: Callable[[str], object]) -> Record:
@@ -556,11 +681,11 @@ def _json_message(exc: ValueError) -> str:
 
 
 def open_snapshot(
-    source: str | Path | IO[bytes],
+    source: str | Path | IO[bytes] | Parts,
     *,
     name: str | None = None,
     mapping: FieldMapping | None = None,
     format: Format | None = None,
 ) -> Snapshot:
-    """Open a snapshot from a path or a binary stream; see `Snapshot`."""
+    """Open a snapshot from a path, a binary stream or `Parts`; see `Snapshot`."""
     return Snapshot(source, name=name, mapping=mapping, format=format)

@@ -2,11 +2,12 @@
 
 Layout (one storage account, `AzureWebJobsStorage`):
 - container `segments`: snapshots dropped by the data platform, `segments/<segment>/<file>`;
-- container `exporter`: our own blobs: `destinations/<name>.json`,
+- container `exporter`: our own blobs: `destinations/<name>.json`, `cdm/<segment>.json` (the
+  newest CDM entity of that name: what the timer re-exports),
   `runs/<run_id>/batches/<index>.json` (claim checks: a batch's contacts as a JSON array),
   `runs/<run_id>/rejects.csv` (the reject report: row numbers and reasons, no row values);
-- queues `export-requests`, `contact-batches`, `import-jobs` (base64 JSON messages, as the
-  Functions host expects), and the host's `<queue>-poison` queues;
+- queues `export-requests`, `contact-batches`, `import-jobs`, `cdm-manifests` (base64 JSON
+  messages, as the Functions host expects), and the host's `<queue>-poison` queues;
 - table `runs` (see `exporter.ledger`).
 
 In Azure the account is reached with a managed identity (`AzureWebJobsStorage__accountName`,
@@ -16,6 +17,7 @@ optionally `AzureWebJobsStorage__clientId`); locally with Azurite's connection s
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -26,10 +28,14 @@ from typing import IO, Any, Final, Protocol, cast
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableServiceClient
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient
 from azure.storage.queue import (
     QueueClient,
     QueueServiceClient,
@@ -37,17 +43,28 @@ from azure.storage.queue import (
     TextBase64EncodePolicy,
 )
 
+from exporter import cdm
+from exporter.batching import ContactStream
 from exporter.errors import InputError
-from exporter.messages import CONTACT_BATCHES, EXPORT_REQUESTS, IMPORT_JOBS, POISON_SUFFIX
-from exporter.snapshots import detect_format
+from exporter.messages import (
+    CDM_MANIFESTS,
+    CONTACT_BATCHES,
+    EXPORT_REQUESTS,
+    IMPORT_JOBS,
+    POISON_SUFFIX,
+)
+from exporter.snapshots import Parts, detect_format
 from exporter.state import Delta
 
 SEGMENTS: Final = "segments"
 APP_CONTAINER: Final = "exporter"
-QUEUES: Final = (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS)
+QUEUES: Final = (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS, CDM_MANIFESTS)
 MAX_QUEUE_DELAY: Final = 7 * 24 * 3600 - 60  # a queue message can be hidden for up to 7 days
 READ_RANGE: Final = 4 << 20
 """Snapshots are read in 4 MiB ranges (the SDK's first GET would otherwise take 32 MiB)."""
+BATCH_RANGE: Final = 1 << 20
+"""Batch blobs are read in 1 MiB ranges while they are sent: a dozen workers sending at once
+hold about a dozen MiB of batches, not a dozen 6 MB batches twice over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +93,24 @@ class RunStorage(Protocol):
 
     def send(self, queue: str, message: _Message, *, delay: float = 0) -> None: ...
 
-    def open_snapshot(self, version: SnapshotVersion) -> IO[bytes]: ...
+    def open_snapshot(self, version: SnapshotVersion) -> IO[bytes] | Parts: ...
 
     def latest_snapshot(self, segment: str) -> SnapshotVersion | None: ...
+
+    @property
+    def account_name(self) -> str: ...
+
+    def snapshot_version(self, name: str) -> SnapshotVersion | None: ...
+
+    def read_manifest(self, version: SnapshotVersion) -> bytes: ...
+
+    def note_cdm_entity(self, version: SnapshotVersion) -> None: ...
 
     def write_batch(self, run_id: str, index: int, contacts_json: str) -> None: ...
 
     def read_batch(self, run_id: str, index: int) -> bytes: ...
+
+    def open_batch(self, run_id: str, index: int) -> ContactStream: ...
 
     def write_report(self, run_id: str, report: IO[bytes]) -> str: ...
 
@@ -185,6 +213,11 @@ class Storage:
 
     # --- snapshots ----------------------------------------------------------------------------
 
+    @property
+    def account_name(self) -> str:
+        """The storage account's name: CDM partition URLs must name this account."""
+        return str(self.blobs.account_name)
+
     def snapshot_version(self, name: str) -> SnapshotVersion | None:
         try:
             props = self.segments.get_blob_client(name).get_blob_properties()
@@ -192,25 +225,89 @@ class Storage:
             return None
         return SnapshotVersion(name, str(props.etag), props.last_modified, int(props.size))
 
-    def open_snapshot(self, version: SnapshotVersion) -> IO[bytes]:
-        """A stream of exactly that version (a newer upload makes reading it fail, not mix)."""
+    def open_snapshot(self, version: SnapshotVersion) -> IO[bytes] | Parts:
+        """Exactly that version: a snapshot file's stream, or a CDM entity's partitions as they
+        were when its model.json was accepted (a newer upload makes reading fail, not mix)."""
+        if cdm.split_entity_snapshot(version.name) is not None:
+            return open_entity(self, version)
+        return self.open_version(version)
+
+    def open_version(self, version: SnapshotVersion) -> IO[bytes]:
+        """A stream of exactly that blob version in `segments`."""
         downloader = self.segments.get_blob_client(version.name).download_blob(
             etag=version.etag, match_condition=MatchConditions.IfNotModified, max_concurrency=1
         )
         return cast(IO[bytes], downloader)
 
+    def read_manifest(self, version: SnapshotVersion) -> bytes:
+        """That version of a CDM model.json; one over the size limit is refused after its first
+        range, never read whole."""
+        downloader = self.segments.get_blob_client(version.name).download_blob(
+            etag=version.etag, match_condition=MatchConditions.IfNotModified
+        )
+        cdm.check_size(version.name, int(downloader.size))
+        data: bytes = downloader.readall()
+        return data
+
     def latest_snapshot(self, segment: str) -> SnapshotVersion | None:
-        """The newest snapshot file under `segments/<segment>/`, if any."""
-        newest: SnapshotVersion | None = None
-        for blob in self.segments.list_blobs(name_starts_with=f"{segment}/"):
-            if not is_snapshot_file(blob.name):
-                continue
+        """The newest snapshot of a segment: a file `segments/<segment>/<file>`, or the CDM
+        entity of that name its pointer blob names (see `note_cdm_entity`), whichever is newer."""
+        newest = self._cdm_entity(segment)
+        for item in self.segments.walk_blobs(name_starts_with=f"{segment}/", delimiter="/"):
+            if not isinstance(item, BlobProperties) or not is_snapshot_file(item.name):
+                continue  # a sub-folder (a CDM folder's partitions, say), or not a snapshot
             version = SnapshotVersion(
-                blob.name, str(blob.etag), blob.last_modified, int(blob.size or 0)
+                item.name, str(item.etag), item.last_modified, int(item.size or 0)
             )
-            if newest is None or version.last_modified > newest.last_modified:
+            # Blob times have one-second resolution: a tie goes to the later name, as in
+            # `runs._order` (exports name their files by time).
+            if newest is None or (version.last_modified, version.name) > (
+                newest.last_modified,
+                newest.name,
+            ):
                 newest = version
         return newest
+
+    def note_cdm_entity(self, version: SnapshotVersion) -> None:
+        """Point `cdm/<segment>.json` at this CDM entity snapshot, unless it points at a newer
+        one: the timer finds a segment's CDM snapshot there without listing the container.
+        Concurrent manifests are settled with ETags (the newest wins)."""
+        client = self.app.get_blob_client(cdm_pointer_blob(entity_of(version)[1]))
+        for _ in range(5):
+            try:
+                current = client.download_blob()
+                held: SnapshotVersion | None = pointer_version(current.readall())
+                etag: str | None = current.properties.etag
+            except ResourceNotFoundError:
+                held, etag = None, None
+            if held is not None and not is_newer(version, held):
+                return
+            try:
+                if etag is None:
+                    client.upload_blob(pointer_json(version))
+                else:
+                    client.upload_blob(
+                        pointer_json(version),
+                        overwrite=True,
+                        etag=etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another manifest moved the pointer meanwhile: compare again
+            return
+
+    def _cdm_entity(self, segment: str) -> SnapshotVersion | None:
+        """The segment's pointed-at CDM entity, if its model.json is still that version (a
+        replaced one that is still waiting for partitions must not be re-exported)."""
+        try:
+            data = self.app.download_blob(cdm_pointer_blob(segment)).readall()
+        except ResourceNotFoundError:
+            return None
+        version = pointer_version(data)
+        current = self.snapshot_version(entity_of(version)[0])
+        if current is None or current.etag != cdm.manifest_etag(version.etag):
+            return None
+        return version
 
     # --- run blobs ----------------------------------------------------------------------------
 
@@ -223,6 +320,34 @@ class Storage:
         """A batch's contacts as the UTF-8 JSON array they were written as."""
         data: bytes = self.app.download_blob(batch_blob(run_id, index)).readall()
         return data
+
+    def open_batch(self, run_id: str, index: int) -> ContactStream:
+        """A batch's contacts, read in BATCH_RANGE pieces as they are sent (see `upsert`)."""
+        blob = self.app.get_blob_client(batch_blob(run_id, index))
+        first = blob.download_blob(offset=0, length=BATCH_RANGE, max_concurrency=1)
+        # The answer's Content-Range ("bytes 0-1048575/5188891") holds the whole blob's size.
+        whole = first.properties.content_range
+        size = int(whole.rsplit("/", 1)[1]) if whole else int(first.properties.size)
+
+        def chunks() -> Iterator[bytes]:
+            data: bytes = first.readall()
+            yield data
+            offset = len(data)
+            while offset < size:
+                part = blob.download_blob(
+                    offset=offset,
+                    length=min(BATCH_RANGE, size - offset),
+                    etag=first.properties.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                    max_concurrency=1,
+                )
+                data = part.readall()
+                if not data:
+                    raise OSError(f"batch blob {blob.blob_name} ended early")
+                yield data
+                offset += len(data)
+
+        return ContactStream(size, chunks())
 
     def write_report(self, run_id: str, report: IO[bytes]) -> str:
         name = f"runs/{run_id}/rejects.csv"
@@ -250,8 +375,8 @@ class Storage:
     def write_pending_state(self, run_id: str, delta: Delta) -> int:
         """The state this run would leave, beside the run until it has fully succeeded."""
         with (
-            tempfile.SpooledTemporaryFile(max_size=32 << 20) as index,
-            tempfile.SpooledTemporaryFile(max_size=32 << 20) as emails,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20) as index,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20) as emails,
         ):
             count = delta.write(index, emails)
             for part, spool in (("index", index), ("emails", emails)):
@@ -314,18 +439,119 @@ def batch_blob(run_id: str, index: int) -> str:
     return f"runs/{run_id}/batches/{index:05d}.json"
 
 
-CDM_MANIFEST: Final = "model.json"
+CDM_MANIFEST: Final = cdm.MANIFEST
 
 
 def is_snapshot_file(name: str) -> bool:
-    """A blob the exporter treats as a snapshot: a CSV or JSON Lines file, maybe gzipped.
+    """A blob exported as a snapshot of its own: exactly `<segment>/<file>`, a CSV or JSON Lines
+    file, maybe gzipped.
 
-    A CDM manifest (`model.json`, written by Customer Insights' folder export) is not one: it
-    describes a folder of partitions, and is never read as JSON Lines.
+    Deeper blobs are not: that is where a CDM folder keeps its partitions
+    (`<folder>/<Entity>/<yyyy>/<mm>/<dd>/<HHMM>/<Entity>_1.csv`), read only through the folder's
+    model.json, which is not a snapshot file either (it is never read as JSON Lines).
     """
-    if name.rsplit("/", 1)[-1].lower() == CDM_MANIFEST:
+    segment, _, file = name.partition("/")
+    if not segment or not file or "/" in file or file.lower() == CDM_MANIFEST:
         return False
     return detect_format(name) is not None
+
+
+def is_snapshot_blob(name: str) -> bool:
+    """What the blob trigger acts on: a snapshot file, or a CDM folder's model.json."""
+    return is_snapshot_file(name) or cdm.is_manifest(name)
+
+
+# --- CDM entities (see exporter.cdm) -------------------------------------------------------------
+
+
+class ManifestReads(Protocol):
+    """What reading a model.json needs of storage (`Storage` and the tests' in-memory one)."""
+
+    @property
+    def account_name(self) -> str: ...
+
+    def read_manifest(self, version: SnapshotVersion) -> bytes: ...
+
+
+class EntityReads(ManifestReads, Protocol):
+    """What reading a CDM entity's partitions needs of storage."""
+
+    def snapshot_version(self, name: str) -> SnapshotVersion | None: ...
+
+    def open_version(self, version: SnapshotVersion) -> IO[bytes]: ...
+
+
+def read_manifest(reads: ManifestReads, version: SnapshotVersion) -> cdm.Manifest:
+    """That version of a model.json, parsed (partitions must be in this storage account)."""
+    data = reads.read_manifest(version)
+    return cdm.parse_manifest(data, name=version.name, account=reads.account_name)
+
+
+def entity_version(
+    manifest: SnapshotVersion, entity: cdm.Entity, partitions: list[SnapshotVersion]
+) -> SnapshotVersion:
+    """An entity's snapshot version: named `<model.json>#<Entity>`, pinned to the manifest's
+    and every partition's ETag (`cdm.pinned_etag`), written when the manifest was."""
+    return SnapshotVersion(
+        cdm.entity_snapshot(manifest.name, entity.name),
+        cdm.pinned_etag(manifest.etag, [(p.name, p.etag) for p in partitions]),
+        manifest.last_modified,
+        sum(p.size for p in partitions),
+    )
+
+
+def open_entity(reads: EntityReads, version: SnapshotVersion) -> Parts:
+    """A CDM entity's partitions, each pinned to the ETag it had when the manifest was accepted:
+    a partition deleted or replaced since fails like a replaced snapshot file does."""
+    manifest_name, entity_name = entity_of(version)
+    manifest = SnapshotVersion(
+        manifest_name, cdm.manifest_etag(version.etag), version.last_modified, 0
+    )
+    entity = read_manifest(reads, manifest).entity(entity_name)
+    found = [reads.snapshot_version(p.blob) for p in entity.partitions]
+    present = [v for v in found if v is not None]
+    if len(present) < len(found):
+        gone = next(p.blob for p, v in zip(entity.partitions, found, strict=True) if v is None)
+        raise ResourceNotFoundError(f"partition {gone} was deleted after model.json arrived")
+    if entity_version(manifest, entity, present).etag != version.etag:
+        raise ResourceModifiedError("a partition was replaced after model.json was accepted")
+    pinned = {v.name: v for v in present}
+    return cdm.entity_parts(entity, lambda p: reads.open_version(pinned[p.blob]))
+
+
+def entity_of(version: SnapshotVersion) -> tuple[str, str]:
+    """(model.json blob, entity name) of a CDM entity snapshot."""
+    split = cdm.split_entity_snapshot(version.name)
+    if split is None:
+        raise ValueError(f"{version.name} is not a CDM entity snapshot")
+    return split
+
+
+def cdm_pointer_blob(segment: str) -> str:
+    return f"cdm/{segment}.json"
+
+
+def pointer_json(version: SnapshotVersion) -> bytes:
+    return json.dumps(
+        {
+            "snapshot": version.name,
+            "etag": version.etag,
+            "last_modified": version.last_modified.isoformat(),
+            "size": version.size,
+        }
+    ).encode()
+
+
+def pointer_version(data: bytes) -> SnapshotVersion:
+    doc = json.loads(data)
+    return SnapshotVersion(
+        doc["snapshot"], doc["etag"], datetime.fromisoformat(doc["last_modified"]), doc["size"]
+    )
+
+
+def is_newer(version: SnapshotVersion, than: SnapshotVersion) -> bool:
+    """Snapshots in the order they were written (a tie in blob time goes to the later name)."""
+    return (version.last_modified, version.name) > (than.last_modified, than.name)
 
 
 AZURITE_CONNECTION_STRING: Final = (

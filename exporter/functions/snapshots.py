@@ -1,7 +1,11 @@
-"""Blob trigger: a snapshot arrived under `segments/<segment>/`.
+"""Blob trigger: a snapshot file arrived under `segments/<segment>/`, or a CDM folder's
+model.json anywhere below `segments/`; and the delayed looks at a CDM folder still waiting for
+its partitions (queue `cdm-manifests`).
 
 Bound to a `BlobClient` (SDK type binding), not to the content: the host would otherwise read
 the whole snapshot into memory. Only the blob's properties are read here; planning streams it.
+The path matches deeper blobs too (Azure's `{name}` and the local host's last placeholder both
+span '/'), so which blobs count is decided here, by `is_snapshot_blob`, the same everywhere.
 """
 
 from __future__ import annotations
@@ -13,21 +17,38 @@ from azurefunctions.extensions.bindings import blob
 
 from exporter import runs
 from exporter.functions import services
-from exporter.storage import SnapshotVersion, is_snapshot_file
+from exporter.messages import CDM_MANIFESTS, POISON_SUFFIX, ManifestCheck, decode
+from exporter.storage import SnapshotVersion, is_snapshot_blob
 
 bp = func.Blueprint()
 log = logging.getLogger("exporter.functions")
 
 
 @bp.blob_trigger(
-    arg_name="client", path="segments/{segment}/{name}", connection="AzureWebJobsStorage"
+    arg_name="client",
+    path="segments/{segment}/{name}",
+    connection="AzureWebJobsStorage",
+    source=func.BlobSource.EVENT_GRID,  # Flex Consumption has no polling; the local host polls
 )
 def snapshot_arrived(client: blob.BlobClient) -> None:
-    if not is_snapshot_file(client.blob_name):
-        log.info("ignored blob that is not a snapshot file: %s", client.blob_name)
+    if not is_snapshot_blob(client.blob_name):
+        # e.g. a CDM folder's partition: it is read through the folder's model.json
+        log.info("ignored blob that is not a snapshot file or a model.json: %s", client.blob_name)
         return
     props = client.get_blob_properties()
     version = SnapshotVersion(
         client.blob_name, str(props.etag), props.last_modified, int(props.size)
     )
     runs.on_snapshot(services(), version)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=CDM_MANIFESTS, connection="AzureWebJobsStorage")
+def manifest_recheck(msg: func.QueueMessage) -> None:
+    runs.check_manifest(services(), decode(ManifestCheck, msg.get_body()))
+
+
+@bp.queue_trigger(
+    arg_name="msg", queue_name=CDM_MANIFESTS + POISON_SUFFIX, connection="AzureWebJobsStorage"
+)
+def manifest_recheck_poisoned(msg: func.QueueMessage) -> None:
+    runs.manifest_poisoned(services(), decode(ManifestCheck, msg.get_body()))

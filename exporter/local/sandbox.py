@@ -9,7 +9,9 @@ What it reproduces of SendGrid:
   at most 100 emails per search;
 - upserts as asynchronous import jobs (`pending` for `--job-delay`, then `completed`, `errored` or
   `failed` with per-contact errors and an `errors_url`); contacts keyed by lower-cased email,
-  fields merged on update, custom fields by id (`e1_T`) with Number and Date values checked;
+  fields merged on update, custom fields by id (`e1_T`) with Number, Date and Text (at most
+  1,000 characters) values checked, field names as SendGrid allows them (letters, digits, _; not
+  starting with a digit; unique regardless of case);
 - bearer-key auth, a fixed-window rate limit per key with `X-RateLimit-*` headers on every /v3
   answer, 429s; faults on demand: 500s, 429s, latency, dropped connections, errored contacts and
   failed jobs (`--seed` makes them reproducible).
@@ -125,6 +127,8 @@ RESERVED_FIELDS: Final[tuple[tuple[str, FieldType, bool], ...]] = (
     ("anonymous_id", "Text", False),
 )
 RESERVED_NAMES: Final = frozenset(name for name, _, _ in RESERVED_FIELDS)
+_FIELD_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A custom field name SendGrid creates (the spec's `CreateFieldDefinition`; length: the spec)."""
 
 _ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _EMAIL_RE: Final = re.compile(
@@ -778,6 +782,12 @@ class SandboxApp:
     def _create_field_definition(self, call: _Call) -> Response:
         name: str = call.body["name"]
         field_type = cast(FieldType, call.body["field_type"])
+        if not _FIELD_NAME_RE.fullmatch(name):
+            return _error(
+                400,
+                "must hold only letters A-Z, digits and underscores, and not start with a digit",
+                "name",
+            )
         try:
             created = self.store.create_custom_field(name, field_type, reserved=RESERVED_NAMES)
         except Conflict as exc:
@@ -806,7 +816,8 @@ class SandboxApp:
             ("requests",): ("GET", lambda: _json(200, self._request_counts())),
         }
         if len(parts) == 3 and parts[0] == "lists" and parts[2] == "contacts":
-            routes[tuple(parts)] = ("GET", lambda: self._members(parts[1]))
+            by_id = request.args.get("custom_fields") == "id"
+            routes[tuple(parts)] = ("GET", lambda: self._members(parts[1], by_id))
         if len(parts) == 2 and parts[0] == "import-errors":
             routes[tuple(parts)] = ("GET", lambda: self._import_errors(parts[1]))
         found = routes.get(tuple(parts))
@@ -843,9 +854,10 @@ class SandboxApp:
         self.reset()
         return _json(200, self._state())
 
-    def _members(self, list_id: str) -> Response:
+    def _members(self, list_id: str, custom_by_id: bool = False) -> Response:
+        """`?custom_fields=id` shows custom values keyed as stored (field ids), else by name."""
         try:
-            return _json(200, self.store.list_members(list_id))
+            return _json(200, self.store.list_members(list_id, custom_by_id=custom_by_id))
         except NotFound:
             return _error(404, "list not found")
 

@@ -71,6 +71,8 @@ _SHOWN_TEXT_FIELDS: Final = (
 _TYPE_SUFFIX: Final[dict[FieldType, str]] = {"Text": "T", "Number": "N", "Date": "D"}
 MAX_CUSTOM_FIELDS: Final = 500
 """SendGrid's limit on custom field definitions per account."""
+MAX_CUSTOM_TEXT: Final = 1000
+"""SendGrid's limit on a text custom field value, in characters (its custom fields guide)."""
 
 _NUMBER_RE: Final = re.compile(r"\s*-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
 _US_DATE_RE: Final = re.compile(r"\d{1,2}/\d{1,2}/\d{4}")
@@ -176,6 +178,8 @@ def custom_value_problem(field_type: FieldType, value: Any) -> str | None:
         if isinstance(value, str) and _parse_date(value) is not None:
             return None
         return "must be a date (MM/DD/YYYY or YYYY-MM-DD)"
+    if isinstance(value, str) and len(value) > MAX_CUSTOM_TEXT:
+        return f"must be at most {MAX_CUSTOM_TEXT:,} characters"
     return None
 
 
@@ -270,14 +274,15 @@ class SandboxStore:
         with self._lock:
             return [x for x in list_ids if x not in self._lists]
 
-    def list_members(self, list_id: str) -> list[Contact]:
+    def list_members(self, list_id: str, *, custom_by_id: bool = False) -> list[Contact]:
         """The members as email + the fields they hold (no ids, no timestamps), by email:
-        what a test compares with the segment it exported."""
+        what a test compares with the segment it exported. Custom fields show by name, or as
+        stored, by field id (`custom_by_id`)."""
         with self._lock:
             found = self._lists.get(list_id)
             if found is None:
                 raise NotFound("list not found")
-            names = self._custom_names()
+            names = {} if custom_by_id else self._custom_names()
             members = [self._member_view(slot, names) for slot in found.members]
         members.sort(key=lambda m: str(m["email"]))
         return members
@@ -314,9 +319,12 @@ class SandboxStore:
     def create_custom_field(
         self, name: str, field_type: FieldType, reserved: Collection[str] = ()
     ) -> CustomField:
-        """A new definition with the next id (`e1_T`, `e2_N`, `e3_D`, ...)."""
+        """A new definition with the next id (`e1_T`, `e2_N`, `e3_D`, ...). Names are unique
+        regardless of case, reserved names included, as in SendGrid."""
         with self._lock:
-            if name in reserved or any(f.name == name for f in self._custom_fields.values()):
+            folded = name.casefold()
+            taken = [*reserved, *(f.name for f in self._custom_fields.values())]
+            if any(other.casefold() == folded for other in taken):
                 raise Conflict(f"a field named {name!r} already exists")
             if len(self._custom_fields) >= MAX_CUSTOM_FIELDS:
                 raise Conflict(f"an account can have at most {MAX_CUSTOM_FIELDS} custom fields")

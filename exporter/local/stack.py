@@ -191,7 +191,9 @@ class Stack:
                 "--http-port",
                 http_port,
             ],
-            env={**os.environ, **self.settings},
+            # As in Azure (an app setting: see infra/ and the README): two malloc arenas, not
+            # eight per core, so memory a worker thread freed is reused by the next one.
+            env={"MALLOC_ARENA_MAX": "2", **os.environ, **self.settings},
             cwd=self.root,
             ready=re.compile(r"host started"),
             echo=self.echo,

@@ -63,6 +63,16 @@ class World:
         (run,) = follow(self.svc, version, 1, timeout=120, on_progress=lambda _: None)
         return run
 
+    def faults(self, **changes: float) -> None:
+        request = urllib.request.Request(
+            f"{self.stack.sandbox_url}/__sandbox/faults",
+            data=json.dumps(changes).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
     def members(self, list_id: str) -> dict[str, str]:
         url = f"{self.stack.sandbox_url}/__sandbox/lists/{list_id}/contacts"
         with urllib.request.urlopen(url, timeout=30) as answer:
@@ -140,3 +150,24 @@ def test_over_the_cap_nothing_is_sent(world: World) -> None:
     run = world.export("capped", dict.fromkeys(range(31), "X"))
     assert run.state == "failed" and "over the cap of 30" in run.error
     assert world.members(list_id) == {}
+
+
+def test_a_run_that_fails_halfway_then_a_good_run_leave_the_list_exact(world: World) -> None:
+    list_id = world.destination("halfway", sync_mode="mirror")
+    people = dict.fromkeys(range(100), "Before")
+    world.export("halfway", people)
+    after = {i: ("After" if i % 2 else "Before") for i in range(30, 130)}  # 30 leave, 30 join
+
+    world.faults(contact_error_rate=0.5)  # SendGrid takes about half the contacts
+    try:
+        bad = world.export("halfway", after)
+    finally:
+        world.faults(contact_error_rate=0.0)
+    assert bad.state == "succeeded_with_errors" and bad.errored > 0
+    assert not bad.state_committed  # the old state stays: the next run sends it all again
+    assert world.members(list_id) != expect(after)
+
+    good = world.export("halfway", after)
+    assert (good.state, good.state_committed, good.errored) == ("succeeded", True, 0)
+    assert good.sent == bad.sent  # every change since the last good run, again
+    assert world.members(list_id) == expect(after)

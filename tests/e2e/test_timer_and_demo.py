@@ -33,11 +33,12 @@ def test_the_timer_re_exports_the_latest_snapshot(tmp_path: Path) -> None:
         svc = Services.from_env(stack.settings)
         client = SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url))
         list_id = client.create_list("timer").id
-        generate(tmp_path / "old.csv", rows=50, seed=1)
-        generate(tmp_path / "new.csv", rows=80, seed=2)
+        # Named by time, as exports are: two uploads in one second are ordered by name.
+        generate(tmp_path / "2026-11-23.csv", rows=50, seed=1)
+        generate(tmp_path / "2026-11-24.csv", rows=80, seed=2)
         storage = Storage.from_env(stack.settings)
-        upload_snapshot(storage, tmp_path / "old.csv", "nightly")
-        upload_snapshot(storage, tmp_path / "new.csv", "nightly")
+        upload_snapshot(storage, tmp_path / "2026-11-23.csv", "nightly")
+        upload_snapshot(storage, tmp_path / "2026-11-24.csv", "nightly")
         hosts = storage.blobs.get_container_client("azure-webjobs-hosts")
 
         def receipts() -> int:
@@ -70,7 +71,7 @@ def test_the_timer_re_exports_the_latest_snapshot(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert len(done) >= 2, "the timer did not fire twice within a minute"
-        assert {r.snapshot for r in done} == {"nightly/new.csv"}  # the latest snapshot only
+        assert {r.snapshot for r in done} == {"nightly/2026-11-24.csv"}  # the latest only
         assert all(r.state in ("succeeded", "succeeded_with_errors") for r in done)
         assert len({r.run_id for r in done}) == len(done)
         assert client.list_count(list_id) == done[0].valid

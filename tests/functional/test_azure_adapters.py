@@ -96,13 +96,14 @@ def test_queue_messages_are_base64_json_as_the_host_expects(storage: Storage, az
 
 def test_snapshot_versions_are_pinned(storage: Storage) -> None:
     segment = unique_name("seg")
-    storage.segments.upload_blob(f"{segment}/old.csv", b"Email\na@b.co\n")
-    storage.segments.upload_blob(f"{segment}/new.csv", b"Email\nb@b.co\n")
+    # Most likely written in the same second: then the later name wins the tie.
+    storage.segments.upload_blob(f"{segment}/2026-11-01.csv", b"Email\na@b.co\n")
+    storage.segments.upload_blob(f"{segment}/2026-11-02.csv", b"Email\nb@b.co\n")
     storage.segments.upload_blob(f"{segment}/model.json", b"{}")
     latest = storage.latest_snapshot(segment)
-    assert latest is not None and latest.name == f"{segment}/new.csv"
+    assert latest is not None and latest.name == f"{segment}/2026-11-02.csv"
     assert storage.open_snapshot(latest).read() == b"Email\nb@b.co\n"
-    storage.segments.upload_blob(f"{segment}/new.csv", b"Email\nc@b.co\n", overwrite=True)
+    storage.segments.upload_blob(f"{segment}/2026-11-02.csv", b"Email\nc@b.co\n", overwrite=True)
     with pytest.raises(ResourceModifiedError):
         storage.open_snapshot(latest).read()
 
@@ -149,3 +150,20 @@ def test_slots_are_created_on_first_use_and_updated_with_etags(ledger: TableRunL
     final = ledger.update_slot("d", "seg", lambda s: False)
     assert (final.run_id, final.snapshot) == ("run-1", "x" * 30)
     assert ledger.runs() == []  # slots are not runs
+
+
+def test_a_batch_over_several_ranges_streams_into_the_same_body(storage: Storage) -> None:
+    from exporter.batching import upsert_body, upsert_body_stream
+    from exporter.storage import BATCH_RANGE
+
+    run_id = unique_name("run")
+    contacts = [{"email": f"user{i}@example.com", "first_name": "Zoë" * 20} for i in range(40_000)]
+    text = json.dumps(contacts, ensure_ascii=False, separators=(",", ":"))
+    storage.write_batch(run_id, 1, text)
+    stream = storage.open_batch(run_id, 1)
+    assert stream.size == len(text.encode()) > 2 * BATCH_RANGE  # read in three or more ranges
+    length, chunks = upsert_body_stream(["l1"], stream)
+    parts = list(chunks)
+    assert max(len(p) for p in parts) <= BATCH_RANGE
+    assert b"".join(parts) == upsert_body(["l1"], text) and length == len(b"".join(parts))
+    storage.delete_run_blobs(run_id)

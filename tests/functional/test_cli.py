@@ -287,3 +287,43 @@ def test_failed_mapping_leaves_no_rejects_file(tmp_path: Path) -> None:
     report = tmp_path / "rejects.csv"
     assert_input_error(check(path, "--rejects", report), "email")
     assert not report.exists()
+
+
+# --- export: which form, which flags (checked before anything is connected) ----------------
+
+
+EXPORT_MISUSE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "nothing": ((), ("FILE --segment NAME, or --destination NAME",)),
+    "file-without-segment": (("{file}",), ("FILE --segment NAME",)),
+    "file-and-destination": (("{file}", "--destination", "d"), ("not both",)),
+    "segment-and-destination": (("--segment", "s", "--destination", "d"), ("not both",)),
+    "full-refresh-on-upload": (("{file}", "--segment", "s", "--full-refresh"), ("--destination",)),
+    "snapshot-on-upload": (("{file}", "--segment", "s", "--snapshot", "s/a.csv"), ("--snapshot",)),
+    "mass-removal-on-upload": (
+        ("{file}", "--segment", "s", "--allow-mass-removal"),
+        ("--allow-mass-removal",),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", EXPORT_MISUSE)
+def test_export_misuse_is_one_error_line(tmp_path: Path, case: str) -> None:
+    args, words = EXPORT_MISUSE[case]
+    path = write(tmp_path, "segment.csv", CRAFTED)
+    settings = write(tmp_path, "settings.json", '{"Values": {}}')
+    result = run("export", *(a.format(file=path) for a in args), "--settings", settings)
+    assert_input_error(result, *words)
+
+
+def test_the_admin_commands_are_there() -> None:
+    for command, actions in [
+        ("destinations", ("add", "update", "list", "show", "test", "remove")),
+        ("runs", ("list", "show", "follow")),
+    ]:
+        result = run(command, "--help")
+        assert result.returncode == 0, result.stderr
+        for action in actions:
+            assert re.search(rf"^\s+{action}\s", result.stdout, re.M), (command, action)
+    result = run("export", "--help")
+    for flag in ("--destination", "--snapshot", "--full-refresh", "--allow-mass-removal", "--wait"):
+        assert flag in result.stdout

@@ -535,6 +535,56 @@ def test_a_full_refresh_sends_everyone(world: World) -> None:
     assert (run.full_refresh, run.sent, run.unchanged, run.state) == (True, 50, 50, "succeeded")
 
 
+def test_every_third_run_is_a_full_refresh_when_the_destination_asks(world: World) -> None:
+    world.destination(full_refresh_every=3)
+    plan = []
+    for n in range(7):
+        if n:
+            runs.refresh(world.svc, at=datetime(2026, 11, 25, n, tzinfo=UTC))  # hourly ticks
+        else:
+            runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(20)))
+        world.pump()
+        run = latest(world)
+        assert run.state == "succeeded"
+        plan.append((run.full_refresh, run.sent))
+    # the first run sends all (all new); then two deltas, a full refresh, two deltas, a full...
+    assert plan == [
+        (False, 20),
+        (False, 0),
+        (False, 0),
+        (True, 20),
+        (False, 0),
+        (False, 0),
+        (True, 20),
+    ]
+
+
+def test_a_failed_run_does_not_count_towards_the_next_full_refresh(world: World) -> None:
+    world.destination(full_refresh_every=2)
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(20)))
+    world.pump()
+    changed = world.drop("loyal/a.csv", segment_csv(20).replace(",Name1,", ",Changed1,"))
+    runs.on_snapshot(world.svc, changed)  # not due: a delta run, which fails
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    for m in world.storage.take(CONTACT_BATCHES):
+        runs.batch_poisoned(world.svc, decode(BatchMessage, m.body))
+    world.pump()
+    assert (latest(world).full_refresh, latest(world).state) == (False, "failed")
+    runs.refresh(
+        world.svc, at=datetime(2026, 11, 25, 1, tzinfo=UTC)
+    )  # not due: failed runs don't count
+    world.pump()
+    assert (latest(world).full_refresh, latest(world).sent) == (False, 1)
+    runs.refresh(world.svc, at=datetime(2026, 11, 25, 2, tzinfo=UTC))  # due now
+    world.pump()
+    assert (latest(world).full_refresh, latest(world).sent, latest(world).state) == (
+        True,
+        20,
+        "succeeded",
+    )
+
+
 def test_a_failed_run_keeps_the_old_state_so_the_next_run_sends_again(world: World) -> None:
     world.destination()
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(60)))

@@ -1,5 +1,7 @@
+import itertools
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +108,42 @@ def test_a_body_built_from_blob_bytes_equals_one_built_from_text():
     text = '[{"email":"a@b.co","first_name":"Zoë"},{"email":"c@d.co"}]'
     assert upsert_body(LIST_IDS, text.encode()) == upsert_body(LIST_IDS, text)
     assert json.loads(upsert_body(LIST_IDS, text.encode()))["contacts"][0]["first_name"] == "Zoë"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    contacts=st.lists(
+        st.fixed_dictionaries(
+            {"email": st.emails(), "first_name": st.text(max_size=20)},
+        ),
+        max_size=20,
+    ),
+    cuts=st.lists(st.integers(0, 5000), max_size=8),
+)
+def test_a_streamed_body_equals_the_whole_body_wherever_the_reads_end(contacts, cuts):
+    from exporter.batching import ContactStream, upsert_body, upsert_body_stream
+
+    data = json.dumps(contacts, ensure_ascii=False, separators=(",", ":")).encode()
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
+    length, body = upsert_body_stream(LIST_IDS, ContactStream(len(data), iter(chunks)))
+    sent = b"".join(body)
+    assert sent == upsert_body(LIST_IDS, data)
+    assert length == len(sent)
+
+
+@pytest.mark.parametrize(
+    ("data", "size", "message"),
+    [
+        (b'{"email":"a@b.co"}', 18, "JSON array"),
+        (b'[{"email":"a@b.co"}}', 20, "JSON array"),
+        (b'[{"email":"a@b.co"}]', 40, "ended after 20 of its 40 bytes"),
+        (b'[{"email":"a@b.co"}]', 10, "JSON array"),
+    ],
+)
+def test_a_streamed_batch_that_is_not_one_array_fails_before_its_end(data, size, message):
+    from exporter.batching import ContactStream, upsert_body_stream
+
+    _, body = upsert_body_stream(LIST_IDS, ContactStream(size, iter([data[:7], data[7:]])))
+    with pytest.raises(ValueError, match=message):
+        b"".join(body)

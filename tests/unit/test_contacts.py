@@ -2,13 +2,21 @@ import json
 
 import pytest
 
-from exporter.contacts import ContactBuilder, email_problem, truncate
-from exporter.mapping import field_spec
+from exporter.contacts import (
+    CUSTOM_TEXT_MAX,
+    REJECT_REASONS,
+    ContactBuilder,
+    date_value,
+    email_problem,
+    number_value,
+    truncate,
+)
+from exporter.mapping import CustomField, field_spec
 from exporter.snapshots import FIELD_CAP, RowProblem
 
 
-def builder(*names, ids=None):
-    return ContactBuilder([field_spec(n) for n in ("email", *names)], ids)
+def builder(*names, fields=None):
+    return ContactBuilder([field_spec(n) for n in ("email", *names)], fields)
 
 
 def contact(b, *values):
@@ -166,13 +174,159 @@ def test_phone_number_is_normalised_or_dropped_with_a_warning():
 
 
 def test_custom_fields_are_keyed_by_id_when_known():
-    b = builder("custom:tier", "custom:score", ids={"tier": "e1_T"})
+    b = builder("custom:tier", "custom:score", fields={"tier": CustomField("e1_T", "tier", "Text")})
     _, body = contact(b, "a@b.co", "Gold", "7")
     assert body == {"email": "a@b.co", "custom_fields": {"e1_T": "Gold", "score": "7"}}
     _, body = contact(b, "a@b.co", "", "")
     assert "custom_fields" not in body
 
 
+TYPED = {
+    "tier": CustomField("e1_T", "tier", "Text"),
+    "lifetime_value": CustomField("e2_N", "lifetime_value", "Number"),
+    "first_order": CustomField("e3_D", "first_order", "Date"),
+}
+
+
+def typed_builder():
+    return builder("custom:tier", "custom:lifetime_value", "custom:first_order", fields=TYPED)
+
+
+def test_typed_custom_values_are_sent_as_sendgrid_expects_them():
+    _, text = typed_builder().build(("a@b.co", "Gold", "1234.50", "2024-05-01"))
+    assert text == (
+        '{"email":"a@b.co","custom_fields":'
+        '{"e1_T":"Gold","e2_N":1234.50,"e3_D":"05/01/2024"}}'  # a JSON number; MM/DD/YYYY
+    )
+    _, body = contact(typed_builder(), "a@b.co", "", "-3", "")
+    assert body["custom_fields"] == {"e2_N": -3}
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        ("1234.5", "1234.5"),
+        ("-3", "-3"),
+        ("0", "0"),
+        ("1e6", "1e6"),
+        ("2.5E-3", "2.5E-3"),
+        ("+5", "5"),
+        ("007", "7"),
+        (".5", "0.5"),
+        ("-.5", "-0.5"),
+        ("5.", "5"),
+        ("1,234", None),  # 1234 or 1.234? rejected rather than guessed
+        ("1 234", None),
+        ("1.234,5", None),
+        ("$5", None),
+        ("5%", None),
+        ("nan", None),
+        ("inf", None),
+        ("-Infinity", None),
+        ("1e999", None),  # not finite as a double
+        ("9" * 400, None),
+        ("0x10", None),
+        ("1_000", None),
+        ("\u0661\u0662", None),  # Arabic-Indic digits: Python's float() takes them, JSON does not
+        ("12abc", None),
+        ("e5", None),
+    ],
+)
+def test_number_values(value, sent):
+    assert number_value(value) == sent
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        ("2024-05-01", "05/01/2024"),
+        ("2024-12-31T23:59:59Z", "12/31/2024"),
+        ("2024-05-01T23:30:00-05:00", "05/01/2024"),  # the date as written, not moved to UTC
+        ("2024-05-01 10:00", "05/01/2024"),
+        ("2024-05-01T10:00:00.1234567+0100", "05/01/2024"),
+        ("2024-02-29", "02/29/2024"),
+        ("5/1/2024", "05/01/2024"),
+        ("05/01/2024", "05/01/2024"),
+        ("2023-02-29", None),  # no such day
+        ("2024-13-01", None),
+        ("2024-05-01T25:00", None),
+        ("2024-5-1", None),
+        ("13/01/2024", None),  # day first: not SendGrid's order, and not guessed
+        ("0000-01-01", None),
+        ("01.05.2024", None),
+        ("May 1, 2024", None),
+        ("20240501", None),
+        ("yesterday", None),
+    ],
+)
+def test_date_values(value, sent):
+    assert date_value(value) == sent
+
+
+@pytest.mark.parametrize(
+    ("values", "reason", "field"),
+    [
+        (("a@b.co", "Gold", "1,234", "2024-05-01"), "custom_field_not_a_number", "lifetime_value"),
+        (("a@b.co", "Gold", "12", "2024-02-30"), "custom_field_not_a_date", "first_order"),
+        (("a@b.co", "Gold", "12", "31/12/2024"), "custom_field_not_a_date", "first_order"),
+    ],
+)
+def test_a_value_that_does_not_fit_its_field_type_rejects_the_row(values, reason, field):
+    built = typed_builder().build(values)
+    assert isinstance(built, RowProblem)
+    assert built.reason == reason
+    assert reason in REJECT_REASONS
+    assert f"custom:{field}" in built.message
+    assert values[2] not in built.message and values[3] not in built.message  # no row values
+
+
+def test_over_long_custom_text_is_truncated_to_sendgrids_limit_with_a_warning():
+    b = typed_builder()
+    _, body = contact(b, "a@b.co", "x" * (CUSTOM_TEXT_MAX + 5), "", "")
+    assert body["custom_fields"]["e1_T"] == "x" * CUSTOM_TEXT_MAX
+    assert b.warnings == {"custom:tier_truncated": 1}
+    built = b.build(("a@b.co", "x" * (FIELD_CAP + 1), "", ""))
+    assert isinstance(built, RowProblem) and built.reason == "field_too_large"
+
+
+def test_typed_values_over_our_cap_are_too_large_rather_than_not_a_number():
+    built = typed_builder().build(("a@b.co", "", "9" * (FIELD_CAP + 1), ""))
+    assert isinstance(built, RowProblem) and built.reason == "field_too_large"
+
+
+def test_a_dry_run_checks_the_type_the_mapping_declares():
+    b = builder("custom:tier", "custom:ltv:Number", "custom:since:date")
+    _, body = contact(b, "a@b.co", "t" * 1200, "1e3", "2024-05-01")
+    assert body["custom_fields"] == {"tier": "t" * 1200, "ltv": 1000, "since": "05/01/2024"}
+    built = b.build(("a@b.co", "", "lots", ""))
+    assert isinstance(built, RowProblem) and built.reason == "custom_field_not_a_number"
+
+
+def test_sendgrids_type_wins_over_none_declared_and_rows_without_custom_values_pass():
+    b = builder("first_name", "custom:lifetime_value", fields=TYPED)
+    assert contact(b, "a@b.co", "Ann", "")[1] == {"email": "a@b.co", "first_name": "Ann"}
+    built = b.build(("a@b.co", "Ann", "n/a"))
+    assert isinstance(built, RowProblem) and built.reason == "custom_field_not_a_number"
+
+
 def test_email_problem_never_echoes_the_address():
     for bad in ["secret.person@", "secret person@x.com", "secret@x"]:
         assert "secret" not in email_problem(bad)
+
+
+def test_date_answers_are_remembered_up_to_a_bound_and_stay_right(monkeypatch):
+    import exporter.contacts
+
+    monkeypatch.setattr(exporter.contacts, "_DATE_CACHE", 2)
+    b = builder("custom:since:Date")
+    days = ["2024-05-01", "bad", "2024-05-01", "2024-05-02", "2024-05-03", "bad", "2024-05-03"]
+    answers = [b.build(("a@b.co", day)) for day in days]
+    assert [a[1] if isinstance(a, tuple) else a.reason for a in answers] == [
+        '{"email":"a@b.co","custom_fields":{"since":"05/01/2024"}}',
+        "custom_field_not_a_date",
+        '{"email":"a@b.co","custom_fields":{"since":"05/01/2024"}}',
+        '{"email":"a@b.co","custom_fields":{"since":"05/02/2024"}}',
+        '{"email":"a@b.co","custom_fields":{"since":"05/03/2024"}}',
+        "custom_field_not_a_date",
+        '{"email":"a@b.co","custom_fields":{"since":"05/03/2024"}}',
+    ]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from exporter.planning import plan, plan_file
 from exporter.snapshots import open_snapshot
-from exporter.state import Delta, StateFormatError, SyncedState, read_emails
+from exporter.state import Delta, StateFormatError, SyncedState, email_key, read_emails
 
 
 def csv_of(people: dict[str, str]) -> bytes:
@@ -75,3 +75,47 @@ def test_damaged_state_is_refused(data):
 def test_plan_file_without_delta_is_unchanged_behaviour():
     stats = plan_file(io.BytesIO(csv_of({"a@b.co": "A"})), name="x.csv")
     assert (stats.valid, stats.unchanged) == (1, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 40), max_size=300))
+def test_a_keyset_is_a_set(keys):
+    from exporter.state import KeySet
+
+    ks, reference = KeySet(capacity=4), set()
+    for key in keys:
+        assert ks.add(key) == (key not in reference)
+        reference.add(key)
+    assert len(ks) == len(reference)
+    assert all(k in ks for k in reference)
+    assert not any(k in ks for k in range(41, 80) if k not in reference)
+
+
+def test_members_spilled_to_disk_in_several_runs_come_back_sorted_and_whole(monkeypatch):
+    import exporter.state
+
+    monkeypatch.setattr(exporter.state, "SPILL_MEMBERS", 7)  # 100 members: 15 sorted runs
+    monkeypatch.setattr(exporter.state, "READ_BLOCK", 10)  # records cross every block's end
+    people = {f"u{i}@e.co": f"N{i % 3}" for i in range(100)}
+    *_, state, emails = run(people, SyncedState.empty())
+    assert len(state) == 100
+    assert list(state.keys) == sorted(state.keys)
+    lines = emails.decode().splitlines()
+    assert sorted(lines) == sorted(people)
+    assert [email_key(e) for e in lines] == list(state.keys)  # emails in key order
+    # and the next run reads it back: nobody changed, one renamed, one gone
+    people["u5@e.co"] = "Renamed"
+    del people["u9@e.co"]
+    stats, sent, delta, _, _ = run(people, state)
+    assert [c["email"] for c in sent] == ["u5@e.co"]
+    assert stats.unchanged == 98
+    assert list(read_emails(io.BytesIO(emails), delta.old.left())) == ["u9@e.co"]
+
+
+def test_duplicates_are_found_among_old_members_and_new_ones():
+    *_, state, _ = run({"a@b.co": "A"}, SyncedState.empty())
+    data = b"Email,FirstName\na@b.co,A\nnew@b.co,N\nA@B.CO,Again\nnew@b.co,Twice\n"
+    delta = Delta(state)
+    with open_snapshot(io.BytesIO(data), name="s.csv") as snapshot:
+        stats = plan(snapshot, delta=delta)
+    assert (stats.valid, stats.duplicates, stats.unchanged, delta.new) == (2, 2, 1, 1)

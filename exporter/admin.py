@@ -1,0 +1,642 @@
+"""What an administrator does, shared by the CLI and the HTTP API (one code path for both):
+manage destinations, export on demand, read runs.
+
+- Destinations are checked against SendGrid before they are saved (the key works, the list
+  exists, or a list name is found or created) and are never saved without a data-privacy
+  consent saying who accepted and when.
+- Removing a destination stops its exports at once (its unfinished runs and their queued
+  batches fail saying so) and deletes what the app holds for it of people's data (its synced
+  state, its runs' batch blobs); the run history stays.
+- Nothing here logs an API key (only its reference) or an email address.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, NoReturn, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from exporter import runs
+from exporter.destinations import NAME_PATTERN, Consent, Destination
+from exporter.errors import ExporterError, InputError, MappingError
+from exporter.fields import mapped_custom_fields, match_custom_fields, resolve_custom_fields
+from exporter.ledger import BatchRecord, RunRecord, RunState, SlotRecord, utcnow
+from exporter.messages import Trigger
+from exporter.redact import mask_emails
+from exporter.reporting import RejectSample, RunDetails
+from exporter.sendgrid import (
+    ContactList,
+    FieldDefinitions,
+    NotFound,
+    SendGridClient,
+    SendGridError,
+    TransientError,
+)
+from exporter.storage import SnapshotVersion, Storage, is_snapshot_file
+
+log = logging.getLogger("exporter.admin")
+
+RUN_STATES: Final = frozenset(get_args(RunState))
+SAMPLES_PER_REASON: Final = 3
+SAMPLE_BYTES: Final = 256 << 10
+"""Reject samples come from the head of the report: a bounded read, however large it is."""
+_PLACEHOLDER_LIST: Final = "00000000-0000-0000-0000-000000000000"
+_CLOCK_SKEW: Final = timedelta(minutes=5)
+
+
+# --- errors: the caller (CLI exit code, HTTP status) tells them apart by type ----------------
+
+
+class NotFoundError(InputError):
+    """The named destination, run or snapshot does not exist."""
+
+
+class ConflictError(InputError):
+    """The request contradicts what exists: a name already taken, a list name several lists
+    share, an export to a destination without recorded consent."""
+
+
+class SendGridRefused(ExporterError):
+    """SendGrid refused the destination's key or list: the key or the list must change."""
+
+
+def _event(event: str, **fields: object) -> None:
+    """One structured log line: names, ids and counts only."""
+    log.info("%s %s", event, mask_emails(" ".join(f"{k}={v}" for k, v in fields.items())))
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def parse(model: type[P], data: bytes | str | dict[str, Any]) -> P:
+    """Validate a payload (JSON text or a dict); an InputError says what is wrong and where."""
+    try:
+        if isinstance(data, dict):
+            return model.model_validate(data)
+        return model.model_validate_json(data or b"{}")
+    except ValidationError as exc:
+        raise InputError(f"invalid request: {_describe(exc)}") from None
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+class ConsentRequest(BaseModel):
+    """Who accepted the data-privacy terms; the time defaults to now (when it is recorded)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accepted_by: str = Field(min_length=1, max_length=200)
+    accepted_at: datetime | None = None
+
+
+class DestinationRequest(BaseModel):
+    """A destination as an administrator writes it (`PUT /api/destinations/{name}`, the CLI).
+
+    The destination's own fields pass through to `Destination`, which validates them; on top:
+    `list_name` instead of `list_id` (found, or created when absent), and a consent whose time
+    may be left out. Without a consent in the request, an existing destination keeps its own.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str | None = None
+    list_id: str | None = None
+    list_name: str | None = Field(default=None, min_length=1, max_length=100)
+    consent: ConsentRequest | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The destination's other fields, as given."""
+        return dict(self.model_extra or {})
+
+
+class ExportBody(BaseModel):
+    """`POST /api/destinations/{name}/exports`: all optional."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    snapshot: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a blob name in the segments container; default: the latest of each segment",
+    )
+    full_refresh: bool = Field(default=False, description="send every contact, changed or not")
+    allow_mass_removal: bool = Field(
+        default=False, description="mirror mode: allow removing more than the destination's share"
+    )
+
+
+# --- destinations ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    destination: Destination
+    created: bool
+    """A new destination (else an existing one was replaced)."""
+    list_created: bool
+    """`list_name` matched no SendGrid list, so one was created."""
+
+
+def save_destination(
+    svc: runs.Services,
+    request: DestinationRequest,
+    *,
+    mode: Literal["create", "update", "put"] = "put",
+    now: datetime | None = None,
+) -> Saved:
+    """Validate a destination, check it against SendGrid, and save it (create or replace)."""
+    now = now or utcnow()
+    name = request.name or ""
+    _check_name(name)
+    existing = svc.destinations.get(name)
+    if mode == "create" and existing:
+        raise ConflictError(f"destination {name!r} exists already: update it instead")
+    if mode == "update" and not existing:
+        raise NotFoundError(f"no destination {name!r}")
+    if request.list_id and request.list_name:
+        raise InputError("give list_id or list_name, not both")
+    if not request.list_id and not request.list_name:
+        raise InputError("list_id or list_name is required: the SendGrid list to export into")
+    consent = _consent(request, existing, now)
+    document = request.fields() | {"name": name, "consent": consent.model_dump()}
+    # Everything but the list first: nothing is created in SendGrid for an invalid request.
+    candidate = _destination(document | {"list_id": request.list_id or _PLACEHOLDER_LIST})
+    client = _client(svc, candidate)
+    list_created = False
+    try:
+        if request.list_name:
+            found, list_created = _find_or_create_list(client, request.list_name)
+        else:
+            found = client.get_list(candidate.list_id)
+    except NotFound:
+        raise SendGridRefused(
+            f"SendGrid has no list {candidate.list_id} for the key in "
+            f"{candidate.api_key_secret!r}: check the list id (or give list_name)"
+        ) from None
+    except SendGridError as exc:
+        _refused(exc)
+    destination = _destination(document | {"list_id": found.id})
+    svc.destinations.put(destination)
+    _event(
+        "destination saved",
+        destination=name,
+        created=not existing,
+        list_id=found.id,
+        list_created=list_created,
+        api_key_secret=destination.api_key_secret,
+    )
+    return Saved(destination, created=not existing, list_created=list_created)
+
+
+def add_destination(
+    svc: runs.Services,
+    name: str,
+    *,
+    api_key_secret: str,
+    segments: list[str],
+    consent_by: str,
+    list_id: str | None = None,
+    list_name: str | None = None,
+    display_name: str | None = None,
+    **fields: Any,
+) -> Saved:
+    """A new destination with consent recorded now (the demo, benchmarks and tests use it):
+    `save_destination` in create mode."""
+    request = parse(
+        DestinationRequest,
+        {
+            "name": name,
+            "display_name": display_name or name,
+            "api_key_secret": api_key_secret,
+            "segments": segments,
+            "list_id": list_id,
+            "list_name": list_name,
+            "consent": {"accepted_by": consent_by},
+            **fields,
+        },
+    )
+    return save_destination(svc, request, mode="create")
+
+
+def _check_name(name: str) -> None:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise InputError(
+            f"invalid destination name {name!r}: lower-case letters, digits and dashes, "
+            "at most 63, starting and ending with a letter or digit"
+        )
+
+
+def _destination(document: dict[str, Any]) -> Destination:
+    try:
+        return Destination.model_validate(document)
+    except ValidationError as exc:
+        raise InputError(f"invalid destination: {_describe(exc)}") from None
+    except MappingError as exc:  # raised as it is by the mapping's validator
+        raise InputError(f"invalid destination: mapping: {exc}") from None
+
+
+def _consent(request: DestinationRequest, existing: Destination | None, now: datetime) -> Consent:
+    if request.consent is not None:
+        at = request.consent.accepted_at or now
+        if at.tzinfo is None:
+            raise InputError("consent.accepted_at needs a time zone (e.g. 2026-11-01T09:00:00Z)")
+        if at > now + _CLOCK_SKEW:
+            raise InputError("consent.accepted_at is in the future")
+        return Consent(accepted_by=request.consent.accepted_by, accepted_at=at)
+    if existing is not None and existing.consent is not None:
+        return existing.consent
+    raise InputError(
+        "the data-privacy consent is required: name who accepted the terms for sending these "
+        "profiles to SendGrid (CLI --consent-by NAME; API "
+        '"consent": {"accepted_by": NAME, "accepted_at": TIME})'
+    )
+
+
+def _client(svc: runs.Services, destination: Destination) -> SendGridClient:
+    return svc.sendgrid(destination)  # SecretNotFound (an InputError) names the missing setting
+
+
+def _refused(exc: SendGridError) -> NoReturn:
+    if isinstance(exc, TransientError):
+        raise exc  # SendGrid is unreachable or busy: try again later
+    raise SendGridRefused(str(exc)) from None
+
+
+def _find_or_create_list(client: SendGridClient, name: str) -> tuple[ContactList, bool]:
+    matches = [found for found in client.lists() if found.name == name]
+    if len(matches) > 1:
+        raise ConflictError(
+            f"{len(matches)} SendGrid lists are named {name!r}: give the list id instead"
+        )
+    if matches:
+        return matches[0], False
+    return client.create_list(name), True
+
+
+def list_destinations(svc: runs.Services) -> list[Destination]:
+    return list(svc.destinations.all())
+
+
+def get_destination(svc: runs.Services, name: str) -> Destination:
+    destination = svc.destinations.get(name) if name else None
+    if destination is None:
+        raise NotFoundError(f"no destination {name!r}")
+    return destination
+
+
+def destination_json(destination: Destination) -> dict[str, Any]:
+    """What `show` prints: the document as stored. It holds the key's reference
+    (`api_key_secret`), never the key."""
+    return destination.model_dump(mode="json")
+
+
+# --- testing the connection ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    """`api_key`, `list` or `custom_fields`."""
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionReport:
+    destination: str
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+
+
+def check_connection(svc: runs.Services, destination: Destination) -> ConnectionReport:
+    """Is the key valid (a cheap authenticated GET), the list reachable, every mapped custom
+    field defined? Each check says what it found; one failing does not hide the others' result,
+    except that nothing is checked with a key SendGrid refuses."""
+    checks: list[Check] = []
+    name = destination.name
+    try:
+        client = _client(svc, destination)
+        definitions = client.field_definitions()  # cheap, authenticated, needed below anyway
+    except (InputError, SendGridError) as exc:
+        checks.append(Check("api_key", False, mask_emails(str(exc))))
+        checks.append(Check("list", False, "not checked: the key did not work"))
+        checks.append(Check("custom_fields", False, "not checked: the key did not work"))
+        return ConnectionReport(name, checks)
+    checks.append(
+        Check("api_key", True, f"SendGrid accepts the key in {destination.api_key_secret!r}")
+    )
+    try:
+        found = client.get_list(destination.list_id)
+        checks.append(
+            Check("list", True, f"list {found.name!r} ({found.contact_count:,} contacts)")
+        )
+    except NotFound:
+        checks.append(Check("list", False, f"SendGrid has no list {destination.list_id}"))
+    except SendGridError as exc:
+        checks.append(Check("list", False, mask_emails(str(exc))))
+    try:
+        checks.append(_custom_fields_check(client, destination, definitions))
+    except (InputError, SendGridError) as exc:
+        checks.append(Check("custom_fields", False, mask_emails(str(exc))))
+    _event("connection tested", destination=name, ok=all(c.ok for c in checks))
+    return ConnectionReport(name, checks)
+
+
+def _custom_fields_check(
+    client: SendGridClient, destination: Destination, definitions: FieldDefinitions
+) -> Check:
+    """Every mapped custom field defined with a fitting type, or to be created by the next run
+    (`create_missing_fields`). A test creates nothing in SendGrid."""
+    wanted = mapped_custom_fields(destination)
+    if not wanted:
+        return Check("custom_fields", True, "none mapped")
+    match = match_custom_fields(definitions, wanted)
+    if match.problems or (match.missing and not destination.create_missing_fields):
+        # What a run would be told. With these problems `resolve_custom_fields` raises before
+        # it creates anything.
+        resolve_custom_fields(client, destination)
+    found = [f"{name} -> {f.id}" for name, f in match.found.items()]
+    later = [f"{name} ({kind})" for name, kind in match.missing.items()]
+    if later:
+        found.append("created by the next export: " + ", ".join(later))
+    return Check("custom_fields", True, "; ".join(found))
+
+
+# --- removing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    destination: str
+    stopped_runs: list[str]
+    """Runs that had not ended: failed now, their unsent batches with them."""
+    state_blobs_deleted: int
+    run_blobs_deleted: int
+    """Batch, removal and pending-state blobs of its runs (contacts); reject reports stay."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "stopped_runs": self.stopped_runs,
+            "state_blobs_deleted": self.state_blobs_deleted,
+            "run_blobs_deleted": self.run_blobs_deleted,
+        }
+
+
+REMOVED: Final = "the destination was removed"
+
+
+def remove_destination(svc: runs.Services, name: str) -> Removal:
+    """Stop every export to the destination at once and forget its synced state.
+
+    The document goes first: from then on the planner refuses its queued requests and the
+    workers refuse its batches (`runs._destination_for`). Then its unfinished runs end now
+    rather than when their messages next come round (a rate-limit wait or a job check can be
+    minutes away): unsettled batches fail, then the run. Then its synced state and its runs'
+    contact blobs are deleted. The run history (ledger, reject reports) stays.
+    """
+    destination = get_destination(svc, name)
+    svc.destinations.delete(name)
+    storage = _storage(svc)
+    history = svc.ledger.runs(name, limit=1_000_000)
+    stopped = [_stop(svc, run) for run in history if not run.final]
+    state_deleted = _delete_blobs(storage, f"state/{name}/")
+    run_deleted = sum(
+        _delete_blobs(storage, f"runs/{run.run_id}/", keep=run.reject_report) for run in history
+    )
+    for segment in destination.segments:
+        svc.ledger.update_slot(name, segment, _forget_synced)
+    _event(
+        "destination removed",
+        destination=name,
+        stopped_runs=len(stopped),
+        state_blobs_deleted=state_deleted,
+        run_blobs_deleted=run_deleted,
+    )
+    return Removal(name, stopped, state_deleted, run_deleted)
+
+
+def _stop(svc: runs.Services, run: RunRecord) -> str:
+    def fail(batch: BatchRecord) -> bool:
+        if batch.settled:
+            return False
+        not_done = "the batch was not sent" if batch.state == "queued" else "not confirmed"
+        batch.state, batch.error = "failed", f"{REMOVED}: {not_done}"
+        return True
+
+    for batch in svc.ledger.batches(run.run_id):
+        if not batch.settled:
+            svc.ledger.update_batch(run.run_id, batch.index, fail)
+    # With batches: finalised as any run whose batches failed (counts and the first reason).
+    # Without (queued, planning): failed with the reason. A planner still running finds no
+    # destination for its batches, so the run fails again, at once, whatever it planned.
+    ended = runs.finalise(svc, run.run_id) if run.batches else None
+    if ended is None or not ended.final:
+        runs.fail_run(svc, run.run_id, f"{REMOVED}: the export was stopped")
+    return run.run_id
+
+
+def _forget_synced(slot: SlotRecord) -> bool:
+    if not slot.synced_snapshot and slot.synced_time is None:
+        return False
+    slot.synced_snapshot, slot.synced_time = "", None
+    return True
+
+
+def _storage(svc: runs.Services) -> Storage:
+    if not isinstance(svc.storage, Storage):
+        raise TypeError("administration needs the app's Azure storage")
+    return svc.storage
+
+
+def _delete_blobs(storage: Storage, prefix: str, *, keep: str = "") -> int:
+    deleted = 0
+    for blob in storage.app.list_blobs(name_starts_with=prefix):
+        if blob.name != keep:
+            storage.app.delete_blob(blob.name)
+            deleted += 1
+    return deleted
+
+
+# --- exporting on demand ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartedRun:
+    run_id: str
+    segment: str
+    snapshot: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    destination: str
+    runs: list[StartedRun]
+    without_snapshot: list[str] = field(default_factory=list)
+    """Selected segments with no snapshot yet (nothing to export for them)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "runs": [
+                {"run_id": r.run_id, "segment": r.segment, "snapshot": r.snapshot}
+                for r in self.runs
+            ],
+            "without_snapshot": self.without_snapshot,
+        }
+
+
+def export_now(
+    svc: runs.Services,
+    name: str,
+    body: ExportBody,
+    *,
+    trigger: Trigger,
+) -> Exported:
+    """Queue runs for one destination: of a named snapshot, or of the latest snapshot of each
+    segment it selects. Returns at once with the run ids."""
+    destination = get_destination(svc, name)
+    if destination.consent is None:
+        raise ConflictError(
+            f"no data-privacy consent is recorded for destination {name!r}: nothing is "
+            "exported; record who accepted the terms (destinations update --consent-by NAME)"
+        )
+    versions: list[SnapshotVersion] = []
+    missing: list[str] = []
+    if body.snapshot:
+        versions.append(_named_snapshot(svc, destination, body.snapshot))
+    else:
+        for segment in destination.segments:
+            version = svc.storage.latest_snapshot(segment)
+            if version is None:
+                missing.append(segment)
+            else:
+                versions.append(version)
+        if not versions:
+            where = ", ".join(f"segments/{m}/" for m in missing)
+            raise NotFoundError(f"no snapshot to export: nothing under {where}")
+    started = []
+    for version in versions:
+        for run_id in runs.request_exports(
+            svc,
+            version,
+            trigger,
+            only=[name],
+            full_refresh=body.full_refresh,
+            allow_mass_removal=body.allow_mass_removal,
+        ):
+            started.append(StartedRun(run_id, runs.segment_of(version.name), version.name))
+    _event("export requested", destination=name, runs=len(started), trigger=trigger)
+    return Exported(name, started, missing)
+
+
+def _named_snapshot(svc: runs.Services, destination: Destination, name: str) -> SnapshotVersion:
+    segment = runs.segment_of(name)
+    if "/" not in name or not is_snapshot_file(name):
+        raise InputError(
+            f"snapshot {name!r} must be a blob name in the segments container, "
+            "<segment>/<file>.csv|.jsonl[.gz]"
+        )
+    if segment not in destination.segments:
+        raise InputError(
+            f"snapshot {name!r} belongs to segment {segment!r}, which destination "
+            f"{destination.name!r} does not select ({', '.join(destination.segments)})"
+        )
+    version = _storage(svc).snapshot_version(name)
+    if version is None:
+        raise NotFoundError(f"no snapshot segments/{name}")
+    return version
+
+
+# --- reading runs ----------------------------------------------------------------------------
+
+
+def find_runs(
+    svc: runs.Services,
+    *,
+    destination: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+) -> list[RunRecord]:
+    """The newest runs first, optionally of one destination and in one state."""
+    if state is not None and state not in RUN_STATES:
+        raise InputError(f"state must be one of {', '.join(sorted(RUN_STATES))}")
+    if not 1 <= limit <= 1000:
+        raise InputError("limit must be from 1 to 1000")
+    found = svc.ledger.runs(destination or None, limit=1_000_000 if state else limit)
+    return [r for r in found if state is None or r.state == state][:limit]
+
+
+def run_details(svc: runs.Services, run_id: str) -> RunDetails:
+    run = svc.ledger.get_run(run_id) if run_id else None
+    if run is None:
+        raise NotFoundError(f"no run {run_id!r}")
+    batches = svc.ledger.batches(run_id)
+    if not run.reject_report:
+        return RunDetails(run, batches)
+    storage = _storage(svc)
+    return RunDetails(
+        run,
+        batches,
+        samples=_reject_samples(storage, run.reject_report),
+        report_blob=run.reject_report,
+        report_url=f"{storage.app.url}/{run.reject_report}",
+    )
+
+
+def _reject_samples(storage: Storage, blob: str) -> dict[str, list[RejectSample]]:
+    """The first rows rejected for each reason, from the head of the reject report."""
+    size = storage.app.get_blob_client(blob).get_blob_properties().size
+    data: bytes = storage.app.download_blob(blob, 0, min(size, SAMPLE_BYTES)).readall()
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > SAMPLE_BYTES:
+        lines = lines[:-1]  # cut in the middle
+    samples: dict[str, list[RejectSample]] = {}
+    for row in csv.DictReader(lines):
+        found = samples.setdefault(row.get("reason") or "unknown", [])
+        if len(found) < SAMPLES_PER_REASON:
+            found.append(
+                RejectSample(_int(row.get("row")), _int(row.get("line")), row.get("message") or "")
+            )
+    return samples
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def download_report(svc: runs.Services, run: RunRecord, write: Callable[[bytes], Any]) -> int:
+    """Stream a run's reject report to `write`; returns the bytes written."""
+    if not run.reject_report:
+        raise NotFoundError(f"run {run.run_id} rejected no row: it has no reject report")
+    written = 0
+    for chunk in _storage(svc).app.download_blob(run.reject_report).chunks():
+        write(chunk)
+        written += len(chunk)
+    return written
