@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The infra checker's own venv: checkov pins dependencies that would clash with the app's.
+INFRA_VENV  := .venv-infra
+INFRA_PY    := $(INFRA_VENV)/bin/python
+INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench clean
+.PHONY: test lint typecheck check-infra unit demo bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,7 +17,12 @@ $(STAMP): pyproject.toml requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -e '.[dev]'
 	@touch $(STAMP)
 
-test: $(STAMP) lint typecheck
+$(INFRA_STAMP): infra/requirements.txt
+	@test -x $(INFRA_PY) || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_PY) -m pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+	@touch $(INFRA_STAMP)
+
+test: $(STAMP) lint typecheck check-infra
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -22,6 +31,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy exporter
+
+# The Bicep templates, offline: every file parses and passes checkov (see infra/check.py).
+check-infra: $(INFRA_STAMP)
+	$(INFRA_PY) infra/check.py
 
 # The fast tests only, for the edit-run loop.
 unit: $(STAMP)
@@ -36,4 +49,4 @@ bench: $(STAMP)
 	$(PY) bench/plan.py
 
 clean:
-	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(INFRA_VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis

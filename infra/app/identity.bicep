@@ -1,0 +1,16 @@
+// The app's user-assigned managed identity: the one principal the other modules grant roles to.
+// User-assigned (not system-assigned) so that it exists, and can be granted, before the app does.
+param name string
+param location string
+param tags object
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: name
+  location: location
+  tags: tags
+}
+
+output id string = identity.id
+output clientId string = identity.properties.clientId
+output principalId string = identity.properties.principalId
+output name string = identity.name
