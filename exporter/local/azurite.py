@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from exporter.local.process import stop_process
+
 DEV_ACCOUNT_NAME: Final = "devstoreaccount1"
 # Azurite's documented, public development key: not a secret.
 DEV_ACCOUNT_KEY: Final = (
@@ -133,13 +135,7 @@ class AzuriteProcess:
 
     def stop(self) -> None:
         """Terminate by PID, wait, kill if it does not exit; safe to call more than once."""
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=STOP_TIMEOUT)
+        stop_process(self._process, STOP_TIMEOUT)
 
     def __enter__(self) -> Self:
         return self

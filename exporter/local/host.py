@@ -103,7 +103,6 @@ import os
 import queue
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -113,7 +112,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType, ModuleType, TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, Final, Self
 
 import azure.functions as func
@@ -134,6 +133,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from exporter.local.ncrontab import Schedule
+from exporter.local.process import configure_logging, serve_until_signal
 
 if typing.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -1930,35 +1930,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="0: any free")
     parser.add_argument("--module", default="function_app", help="the app module's name")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.INFO)
     logging.getLogger("azure").setLevel(logging.WARNING)
 
-    stop = threading.Event()
+    def started() -> str:
+        listed = ", ".join(f"{f.name}: {f.trigger}" for f in host.functions)
+        return f"host started: {len(host.functions)} functions ({listed})"
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         host = LocalHost(
             args.app_dir, args.settings, args.host_json, args.http_port, module=args.module
         )
-        host.start()
+        serve_until_signal(host.start, host.stop, started, poll=0.5)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    listed = ", ".join(f"{f.name}: {f.trigger}" for f in host.functions)
-    print(f"host started: {len(host.functions)} functions ({listed})", flush=True)
-    try:
-        while not stop.wait(timeout=0.5):
-            pass
-    finally:
-        host.stop()
     print("host stopped", flush=True)
     return 0
 

@@ -45,7 +45,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import ssl
 import sys
 import tempfile
@@ -56,7 +55,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from cryptography import x509
@@ -65,6 +63,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from exporter.local.process import configure_logging, serve_until_signal
 
 if TYPE_CHECKING:  # the WSGI protocol types live in typeshed only
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -728,32 +728,26 @@ def _parser() -> argparse.ArgumentParser:
         help="the authority's host name (default %(default)s)",
     )
     parser.add_argument("--tenant", default=_env("TENANT", DEFAULT_TENANT))
-    parser.add_argument(
-        "--client",
-        action="append",
-        default=_list(_env("CLIENT", None)),
-        metavar="ID=SECRET",
-        help="a service principal that signs in with client credentials (repeatable)",
-    )
-    parser.add_argument(
-        "--managed-identity",
-        action="append",
-        default=_list(_env("MANAGED_IDENTITY", None)),
-        metavar="CLIENT_ID",
-        help="a user-assigned managed identity (repeatable)",
-    )
+
+    def repeatable(flag: str, metavar: str, text: str) -> None:
+        """A flag given once per item; its variable holds the items comma-separated."""
+        default = _list(_env(flag.upper().replace("-", "_"), None))
+        parser.add_argument(
+            f"--{flag}",
+            action="append",
+            default=default,
+            metavar=metavar,
+            help=f"{text} (repeatable)",
+        )
+
+    repeatable("client", "ID=SECRET", "a service principal that signs in with client credentials")
+    repeatable("managed-identity", "CLIENT_ID", "a user-assigned managed identity")
     parser.add_argument(
         "--identity-header",
         default=_env("IDENTITY_HEADER", None),
         help="the X-IDENTITY-HEADER value /msi/token requires (default: no managed identity)",
     )
-    parser.add_argument(
-        "--deny",
-        action="append",
-        default=_list(_env("DENY", None)),
-        metavar="ID",
-        help="an identity with no role on the vault: 403 (repeatable)",
-    )
+    repeatable("deny", "ID", "an identity with no role on the vault: 403")
     parser.add_argument(
         "--token-lifetime", type=int, default=int(_env("TOKEN_LIFETIME", "3600") or 3600)
     )
@@ -795,26 +789,16 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[KeyVaultConfig,
 def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM or SIGINT; prints one `keyvault listening on URL ...` line."""
     config, level = config_from_args(argv)
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(level)
     server = KeyVaultServer(config)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    print(
-        f"keyvault listening on {server.vault_url} authority={server.authority} "
-        f"tenant={config.tenant} ca={server.certificates.ca}",
-        flush=True,
+    serve_until_signal(
+        server.start,
+        server.shutdown,
+        lambda: (
+            f"keyvault listening on {server.vault_url} authority={server.authority} "
+            f"tenant={config.tenant} ca={server.certificates.ca}"
+        ),
     )
-    while not stop.wait(1.0):
-        pass
-    server.shutdown()
     log.info("keyvault stopped")
     return 0
 

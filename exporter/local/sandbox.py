@@ -42,7 +42,6 @@ import math
 import os
 import random
 import re
-import signal
 import socket
 import sys
 import threading
@@ -53,7 +52,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from openapi_core import OpenAPI
@@ -67,6 +65,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from exporter.local.process import configure_logging, serve_until_signal
 from exporter.local.sandbox_store import (
     Conflict,
     FieldType,
@@ -1077,22 +1076,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SandboxConfig, 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sandbox until SIGTERM or SIGINT; prints one `sandbox listening on URL` line."""
     config, level = config_from_args(argv)
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(level)
     server = SandboxServer(config)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    print(f"sandbox listening on {server.url}", flush=True)
-    while not stop.wait(1.0):
-        pass
-    server.shutdown()
+    serve_until_signal(server.start, server.shutdown, lambda: f"sandbox listening on {server.url}")
     log.info("sandbox stopped")
     return 0
 

@@ -8,106 +8,18 @@ failure. The host runs as its own process, so a test can kill it mid-batch like 
 from __future__ import annotations
 
 import os
-import queue
 import re
-import signal
-import subprocess
 import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Self
+from typing import Final, Self
 
 from exporter.local.azurite import AzuriteProcess, ensure_installed, start_azurite
+from exporter.local.process import Child
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 START_TIMEOUT: Final = 60.0
-
-
-class StackError(RuntimeError):
-    """A part of the local stack did not start; the message carries its last output."""
-
-
-class Child:
-    """A child process whose output is pumped to a ring buffer (and optionally echoed)."""
-
-    def __init__(
-        self,
-        name: str,
-        command: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        cwd: Path,
-        ready: re.Pattern[str],
-        echo: bool = False,
-        timeout: float = START_TIMEOUT,
-    ) -> None:
-        self.name = name
-        self._output: deque[str] = deque(maxlen=200)
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._echo = echo
-        self.process = subprocess.Popen(
-            list(command),
-            cwd=cwd,
-            env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
-        assert self.process.stdout is not None
-        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
-        self.match = self._wait_for(ready, timeout)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._output.append(line.rstrip("\n"))
-            self._lines.put(line)
-            if self._echo:
-                sys.stderr.write(f"[{self.name}] {line}")
-
-    def _wait_for(self, ready: re.Pattern[str], timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            found = ready.search(line)
-            if found:
-                return found
-        self.stop()
-        raise StackError(f"{self.name} did not start; its last output:\n{self.output()}")
-
-    def output(self) -> str:
-        return "\n".join(self._output)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as when a worker machine dies: no clean-up runs in the child."""
-        if self.alive():
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 class Stack:
@@ -137,6 +49,8 @@ class Stack:
         self.sandbox_url = ""
 
     def start(self) -> Self:
+        """Start every part; when one does not start (`ChildError`, `AzuriteError`), stop what
+        did and raise."""
         try:
             self._start()
         except BaseException:
@@ -164,6 +78,7 @@ class Stack:
             env=base_env,
             cwd=self.root,
             ready=re.compile(r"sandbox listening on (\S+)"),
+            timeout=START_TIMEOUT,
             echo=self.echo,
         )
         self.sandbox_url = self.sandbox.match.group(1)
@@ -196,6 +111,7 @@ class Stack:
             env={"MALLOC_ARENA_MAX": "2", **os.environ, **self.settings},
             cwd=self.root,
             ready=re.compile(r"host started"),
+            timeout=START_TIMEOUT,
             echo=self.echo,
         )
         return self.host

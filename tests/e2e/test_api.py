@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 
 from exporter.destinations import Consent, Destination
 from exporter.local.stack import Stack
-from exporter.operations import upload_snapshot
 from exporter.runs import Services
 from exporter.sendgrid import SendGridClient
 from exporter.settings import SendGridSettings
 from exporter.storage import SnapshotVersion, Storage
+from tests.support.stack import drop_seen
 
 pytestmark = pytest.mark.e2e
 
@@ -84,24 +83,8 @@ class Api:
     ) -> SnapshotVersion:
         """A snapshot the blob trigger has seen already (before its destination existed), so
         only on-demand exports take it."""
-        path = self.tmp / segment / name
-        path.parent.mkdir(exist_ok=True)
         rows = rows or [f"user{i}@example.com,Name{i}" for i in people]
-        path.write_text("\n".join(["Email,FirstName", *rows]) + "\n", encoding="utf-8")
-        if any(p.is_file() and p != path for p in path.parent.iterdir()):
-            time.sleep(1.1)  # blob times have one-second resolution: "latest" is unambiguous
-        version = upload_snapshot(self.storage, path, segment)
-        hosts = self.storage.blobs.get_container_client("azure-webjobs-hosts")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                seen = [b.name for b in hosts.list_blobs() if b.name.endswith(f"/{version.name}")]
-            except ResourceNotFoundError:
-                seen = []
-            if any(version.etag.strip('"') in n for n in seen):
-                return version
-            time.sleep(0.2)
-        raise AssertionError("the blob trigger did not see the snapshot")
+        return drop_seen(self.storage, self.tmp, segment, name, rows)
 
     def wait(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

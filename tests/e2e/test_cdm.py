@@ -26,6 +26,7 @@ from exporter.runs import Services
 from exporter.sendgrid import SendGridClient
 from exporter.settings import SendGridSettings
 from exporter.storage import Storage
+from tests.support.cdm import model_json
 
 pytestmark = pytest.mark.e2e
 
@@ -65,34 +66,14 @@ class World:
 
     def manifest(self, folder: str, entity: str, blobs: list[str]) -> str:
         """model.json naming the partitions by their URLs, as Customer Insights does."""
-        doc = {
-            "name": "BlobExport",
-            "version": "1.0",
-            "entities": [
-                {
-                    "$type": "LocalEntity",
-                    "name": entity,
-                    "attributes": [{"name": a, "dataType": "string"} for a in ATTRIBUTES],
-                    "partitions": [
-                        {
-                            "name": blob.rsplit("/", 1)[-1].removesuffix(".csv"),
-                            "location": f"{self.storage.segments.url}/{blob}",
-                            "fileFormatSettings": {
-                                "$type": "CsvFormatSettings",
-                                "columnHeaders": False,
-                                "delimiter": ",",
-                                "quoteStyle": "QuoteStyle.Csv",
-                                "csvStyle": "CsvStyle.QuoteAlways",
-                                "encoding": "UTF-8",
-                            },
-                        }
-                        for blob in blobs
-                    ],
-                }
-            ],
-        }
+        doc = model_json(
+            {entity: blobs},
+            attributes=ATTRIBUTES,
+            base=self.storage.segments.url,
+            encoding="UTF-8",
+        )
         name = f"{folder}/model.json"
-        self.storage.segments.upload_blob(name, json.dumps(doc).encode())
+        self.storage.segments.upload_blob(name, doc)
         return name
 
     def runs(self, destination: str) -> list[RunRecord]:

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -19,23 +18,10 @@ import pytest
 from azure.core.exceptions import ResourceModifiedError
 
 from exporter import cdm, runs
-from exporter.destinations import Consent, Destination, MemoryDestinationStore
+from exporter.destinations import Consent, Destination
 from exporter.errors import InputError
-from exporter.ledger import MemoryRunLedger, RunRecord
-from exporter.messages import (
-    CDM_MANIFESTS,
-    CONTACT_BATCHES,
-    EXPORT_REQUESTS,
-    IMPORT_JOBS,
-    BatchMessage,
-    ExportRequest,
-    JobCheck,
-    ManifestCheck,
-    decode,
-)
-from exporter.secrets import EnvSecretProvider
-from exporter.sendgrid import SendGridClient
-from exporter.settings import SendGridSettings
+from exporter.ledger import RunRecord
+from exporter.messages import CDM_MANIFESTS, EXPORT_REQUESTS, ManifestCheck, decode
 from exporter.snapshots import Parts, open_snapshot
 from exporter.storage import (
     SnapshotVersion,
@@ -46,7 +32,9 @@ from exporter.storage import (
     read_manifest,
 )
 from tests.support.azurite import unique_name
-from tests.support.fakes import MemoryStorage
+from tests.support.cdm import model_json as cdm_model_json
+from tests.support.flow import FlowWorld
+from tests.support.sandbox import SandboxProcess
 
 pytestmark = pytest.mark.functional
 
@@ -70,44 +58,11 @@ def partition_blob(entity: str, n: int, stamp: str = "2026/11/24/1433") -> str:
 
 def model_json(entities: dict[str, list[str]], *, base: str = AZURITE) -> bytes:
     """model.json for these entities (name -> partition blobs), Customer Insights' way."""
-    return json.dumps(
-        {
-            "name": "BlobExport",
-            "version": "1.0",
-            "entities": [
-                {
-                    "$type": "LocalEntity",
-                    "name": name,
-                    "attributes": [{"name": a, "dataType": "string"} for a in ATTRIBUTES],
-                    "partitions": [
-                        {
-                            "name": blob.rsplit("/", 1)[-1].removesuffix(".csv"),
-                            "location": f"{base}/{blob}",
-                            "fileFormatSettings": {
-                                "$type": "CsvFormatSettings",
-                                "columnHeaders": False,
-                                "delimiter": ",",
-                                "quoteStyle": "QuoteStyle.Csv",
-                                "csvStyle": "CsvStyle.QuoteAlways",
-                            },
-                        }
-                        for blob in blobs
-                    ],
-                }
-                for name, blobs in entities.items()
-            ],
-        }
-    ).encode()
+    return cdm_model_json(entities, attributes=ATTRIBUTES, base=base)
 
 
 @dataclass
-class World:
-    svc: runs.Services
-    storage: MemoryStorage
-    ledger: MemoryRunLedger
-    destinations: MemoryDestinationStore
-    client: SendGridClient
-    sandbox: object
+class World(FlowWorld):
     lists: dict[str, str] = field(default_factory=dict)
 
     def destination(self, name: str, segment: str) -> Destination:
@@ -139,49 +94,17 @@ class World:
     def checks(self) -> list[ManifestCheck]:
         return [decode(ManifestCheck, m.body) for m in self.storage.queues[CDM_MANIFESTS]]
 
-    def pump(self, *, max_rounds: int = 500) -> None:
-        """Deliver every queued request, batch and job check (not the folder looks)."""
-        for _ in range(max_rounds):
-            requests = self.storage.take(EXPORT_REQUESTS)
-            batches = self.storage.take(CONTACT_BATCHES)
-            jobs = self.storage.take(IMPORT_JOBS)
-            if not (requests or batches or jobs):
-                return
-            for m in requests:
-                runs.plan_run(self.svc, decode(ExportRequest, m.body))
-            for m in batches:
-                runs.send_batch(self.svc, decode(BatchMessage, m.body))
-            if jobs:
-                time.sleep(0.1)
-            for m in jobs:
-                runs.follow_job(self.svc, decode(JobCheck, m.body))
-        raise AssertionError("the flow did not settle")
-
     def runs_of(self, destination: str) -> list[RunRecord]:
         return self.ledger.runs(destination)
 
     def members(self, destination: str) -> set[str]:
-        listed = self.sandbox.list_members(self.lists[destination])  # type: ignore[attr-defined]
+        listed = self.sandbox.list_members(self.lists[destination])
         return {m["email"] for m in listed}
 
 
 @pytest.fixture
-def world(sandbox) -> World:
-    settings = SendGridSettings(base_url=sandbox.url, timeout_seconds=5)
-    storage = MemoryStorage()
-    ledger = MemoryRunLedger()
-    destinations = MemoryDestinationStore()
-    svc = runs.Services(
-        storage=storage,
-        ledger=ledger,
-        destinations=destinations,
-        secrets=EnvSecretProvider({"SG_KEY": KEY}),
-        sendgrid_settings=settings,
-        max_batch_contacts=40,
-        cdm_recheck=5.0,
-        cdm_wait=600.0,
-    )
-    return World(svc, storage, ledger, destinations, SendGridClient(KEY, settings), sandbox)
+def world(sandbox: SandboxProcess) -> World:
+    return World.connect(sandbox, KEY, max_batch_contacts=40, cdm_recheck=5.0, cdm_wait=600.0)
 
 
 def people(found: range) -> set[str]:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from exporter.destinations import Consent, Destination
 from exporter.errors import InputError
 from exporter.fields import resolve_custom_fields
 from exporter.sendgrid import ImportJob, Rejected, SendGridClient
 from exporter.settings import SendGridSettings
+from tests.support.destinations import destination
 from tests.support.sandbox import SandboxProcess
 
 pytestmark = pytest.mark.functional
@@ -30,21 +29,6 @@ KEY = "SG.fields-test-key"
 @pytest.fixture
 def sg(sandbox: SandboxProcess) -> SendGridClient:
     return SendGridClient(KEY, SendGridSettings(base_url=sandbox.url, timeout_seconds=10))
-
-
-def destination(mapping: dict[str, str], **values: Any) -> Destination:
-    return Destination.model_validate(
-        {
-            "name": "marketing",
-            "display_name": "Marketing",
-            "list_id": "0b6a4a0e-8d1c-4f63-9b8e-8a1f1c3c7c11",
-            "api_key_secret": "SG_KEY",
-            "segments": ["loyal"],
-            "mapping": {"email": "Email", **mapping},
-            "consent": Consent(accepted_by="dpo", accepted_at=datetime(2026, 1, 1, tzinfo=UTC)),
-            **values,
-        }
-    )
 
 
 def settled(sg: SendGridClient, job_id: str) -> ImportJob:

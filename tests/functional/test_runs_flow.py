@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import pytest
 
 from exporter import runs
-from exporter.destinations import Consent, Destination, MemoryDestinationStore
-from exporter.ledger import MemoryRunLedger, RunRecord
+from exporter.destinations import Consent, Destination
+from exporter.ledger import RunRecord
 from exporter.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
@@ -27,12 +27,10 @@ from exporter.messages import (
     JobCheck,
     decode,
 )
-from exporter.secrets import EnvSecretProvider
-from exporter.sendgrid import SendGridClient, TransientError
-from exporter.settings import SendGridSettings
+from exporter.sendgrid import TransientError
 from exporter.storage import SnapshotVersion
-from tests.support.fakes import MemoryStorage
-from tests.support.sandbox import start_sandbox
+from tests.support.flow import FlowWorld
+from tests.support.sandbox import SandboxProcess, start_sandbox
 
 pytestmark = pytest.mark.functional
 
@@ -41,14 +39,8 @@ CONSENT = Consent(accepted_by="dpo@company.example", accepted_at=datetime(2026, 
 
 
 @dataclass
-class World:
-    svc: runs.Services
-    storage: MemoryStorage
-    ledger: MemoryRunLedger
-    destinations: MemoryDestinationStore
-    client: SendGridClient
-    list_id: str
-    sandbox: object
+class World(FlowWorld):
+    list_id: str = ""
 
     def destination(self, **changes: object) -> Destination:
         values: dict[str, object] = {
@@ -67,52 +59,19 @@ class World:
     def drop(self, name: str, text: str) -> SnapshotVersion:
         return self.storage.put_snapshot(name, text.encode())
 
-    def pump(self, *, max_rounds: int = 500) -> None:
-        """Deliver every queued message: deferred batches after their delay (as the queue
-        would), job checks after the sandbox's short job delay rather than the real one."""
-        for _ in range(max_rounds):
-            requests = self.storage.take(EXPORT_REQUESTS)
-            batches = self.storage.take(CONTACT_BATCHES)
-            jobs = self.storage.take(IMPORT_JOBS)
-            if not (requests or batches or jobs):
-                return
-            for m in requests:
-                runs.plan_run(self.svc, decode(ExportRequest, m.body))
-            if any(m.delay for m in batches):
-                time.sleep(min(3.0, max(m.delay for m in batches)))  # as the queue would
-            for m in batches:
-                runs.send_batch(self.svc, decode(BatchMessage, m.body))
-            if jobs:
-                time.sleep(0.1)
-            for m in jobs:
-                runs.follow_job(self.svc, decode(JobCheck, m.body))
-        raise AssertionError("the flow did not settle")
-
     def only_run(self) -> RunRecord:
         (run,) = self.ledger.runs()
         return run
 
     def members(self) -> dict[str, dict[str, object]]:
-        return {m["email"]: m for m in self.sandbox.list_members(self.list_id)}  # type: ignore[attr-defined]
+        return {m["email"]: m for m in self.sandbox.list_members(self.list_id)}
 
 
 @pytest.fixture
-def world(sandbox) -> World:
-    settings = SendGridSettings(base_url=sandbox.url, timeout_seconds=5)
-    client = SendGridClient(KEY, settings)
-    storage = MemoryStorage()
-    ledger = MemoryRunLedger()
-    destinations = MemoryDestinationStore()
-    svc = runs.Services(
-        storage=storage,
-        ledger=ledger,
-        destinations=destinations,
-        secrets=EnvSecretProvider({"SG_KEY": KEY}),
-        sendgrid_settings=settings,
-        max_batch_contacts=40,
-    )
-    lst = client.create_list("flow test")
-    return World(svc, storage, ledger, destinations, client, lst.id, sandbox)
+def world(sandbox: SandboxProcess) -> World:
+    world = World.connect(sandbox, KEY, max_batch_contacts=40)
+    world.list_id = world.client.create_list("flow test").id
+    return world
 
 
 def segment_csv(n: int, *, extra: str = "") -> str:
@@ -300,26 +259,8 @@ def test_a_missing_secret_fails_the_run_clearly(world: World) -> None:
 
 def test_a_refused_key_fails_the_batch_without_retrying() -> None:
     with start_sandbox("--api-key", "SG.the-right-one") as keyed:
-        settings = SendGridSettings(base_url=keyed.url, timeout_seconds=5)
-        list_id = SendGridClient("SG.the-right-one", settings).create_list("l").id
-        world = World(
-            runs.Services(
-                storage=MemoryStorage(),
-                ledger=MemoryRunLedger(),
-                destinations=MemoryDestinationStore(),
-                secrets=EnvSecretProvider({"SG_KEY": "SG.revoked-key"}),
-                sendgrid_settings=settings,
-            ),
-            storage=MemoryStorage(),
-            ledger=MemoryRunLedger(),
-            destinations=MemoryDestinationStore(),
-            client=SendGridClient("SG.the-right-one", settings),
-            list_id=list_id,
-            sandbox=keyed,
-        )
-        world.storage = world.svc.storage  # type: ignore[assignment]
-        world.ledger = world.svc.ledger  # type: ignore[assignment]
-        world.destinations = world.svc.destinations  # type: ignore[assignment]
+        world = World.connect(keyed, "SG.the-right-one", secret="SG.revoked-key")
+        world.list_id = world.client.create_list("l").id
         world.destination()
         runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
         world.pump()  # no exception: a refused key is not retried

@@ -6,25 +6,15 @@ Only the standard library talks to the stand-in here (control calls go to the au
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import re
 import socket
-import ssl
-import subprocess
-import sys
-import threading
-import urllib.error
-import urllib.request
-from collections import deque
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0
+from tests.support.server import ServerProcess
+
 _LISTENING = re.compile(
     r"keyvault listening on (?P<vault>https://\S+) authority=(?P<authority>https://\S+) "
     r"tenant=(?P<tenant>\S+) ca=(?P<ca>.+)"
@@ -35,34 +25,28 @@ class KeyVaultError(RuntimeError):
     """The stand-in did not start, or a control call failed; carries its recent output."""
 
 
-class KeyVaultProcess:
+class KeyVaultProcess(ServerProcess):
     """A running stand-in: `vault_url`, `authority`, `tenant` and `ca` for the client under
-    test, control calls for the test."""
+    test, control calls for the test; stopped by PID (`stop()`: SIGTERM, wait up to 5 s, then
+    kill; safe to call more than once)."""
 
-    def __init__(
-        self, process: subprocess.Popen[str], output: deque[str], pumps: list[threading.Thread]
-    ) -> None:
-        self.process = process
-        self.vault_url = ""
-        self.authority = ""
-        self.tenant = ""
-        self.ca = Path()
-        self._output = output
-        self._pumps = pumps
+    error = KeyVaultError
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def output(self) -> str:
-        """The last lines the stand-in wrote (its request log), for failure messages."""
-        return "\n".join(self._output)
+    def __init__(self, *args: str, cert_dir: Path | None = None) -> None:
+        if cert_dir is not None:
+            args = (*args, "--cert-dir", str(cert_dir))
+        super().__init__(
+            "the Key Vault stand-in",
+            "exporter.local.keyvault",
+            args,
+            ready=_LISTENING,
+            env_prefix="KEYVAULT_",
+        )
+        self.vault_url = self.match["vault"]
+        self.authority = self.match["authority"]
+        self.tenant = self.match["tenant"]
+        self.ca = Path(self.match["ca"])
+        self.control_url, self.control_ca = self.authority, self.ca
 
     def requests(self) -> dict[str, int]:
         """Counts by "METHOD /path STATUS", e.g. {"GET /secrets/key/ 200": 1}."""
@@ -88,91 +72,11 @@ class KeyVaultProcess:
         """Forget every token issued so far: the vault answers them with 401."""
         self._control("POST", "/__keyvault/revoke-tokens", {})
 
-    def stop(self) -> None:
-        """SIGTERM by PID, wait up to 5 s, then kill; safe to call more than once."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        for pump in self._pumps:
-            pump.join(timeout=5)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-    def _control(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.authority + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        context = ssl.create_default_context(cafile=str(self.ca))
-        try:
-            with urllib.request.urlopen(request, timeout=10, context=context) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise KeyVaultError(f"{method} {path} -> {exc.code}: {detail}") from exc
-        except OSError as exc:
-            raise KeyVaultError(f"{method} {path} failed: {exc}\n{self.output()}") from exc
-
-
-def _pump(stream: IO[str], output: deque[str], lines: queue.Queue[str] | None) -> None:
-    """Keep reading so the stand-in never blocks on a full pipe; remember the last lines."""
-    for line in stream:
-        output.append(line.rstrip("\n"))
-        if lines is not None:
-            lines.put(line)
-    if lines is not None:
-        lines.put("")
-
 
 def start_keyvault(*args: str, cert_dir: Path | None = None) -> KeyVaultProcess:
-    """Start `python -m exporter.local.keyvault --port 0 *args` and wait for its first line.
+    """Start `python -m exporter.local.keyvault --port 0 *args` and wait for its listening line.
     KEYVAULT_* variables of the calling shell are not inherited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYVAULT_")}
-    command = [sys.executable, "-m", "exporter.local.keyvault", "--port", "0", *args]
-    if cert_dir is not None:
-        command += ["--cert-dir", str(cert_dir)]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    output: deque[str] = deque(maxlen=200)
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None and process.stderr is not None
-    pumps = [
-        threading.Thread(target=_pump, args=(stream, output, sink), daemon=True)
-        for stream, sink in ((process.stdout, lines), (process.stderr, None))
-    ]
-    for pump in pumps:
-        pump.start()
-    keyvault = KeyVaultProcess(process, output, pumps)
-    try:
-        line = lines.get(timeout=START_TIMEOUT)
-    except queue.Empty:
-        keyvault.stop()
-        raise KeyVaultError(
-            f"the Key Vault stand-in did not start within {START_TIMEOUT:.0f} s:\n"
-            f"{keyvault.output()}"
-        ) from None
-    match = _LISTENING.fullmatch(line.strip())
-    if match is None:
-        keyvault.stop()
-        what = f"printed {line!r} first" if line else f"exited with {process.returncode}"
-        raise KeyVaultError(f"the Key Vault stand-in {what}:\n{keyvault.output()}")
-    keyvault.vault_url = match["vault"]
-    keyvault.authority = match["authority"]
-    keyvault.tenant = match["tenant"]
-    keyvault.ca = Path(match["ca"])
-    return keyvault
+    return KeyVaultProcess(*args, cert_dir=cert_dir)
 
 
 def resolve_localhost_subdomains(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
-from exporter.destinations import Consent, Destination
+from exporter.destinations import Destination
 from exporter.errors import InputError, MappingError
 from exporter.fields import mapped_custom_fields, match_custom_fields, resolve_custom_fields
 from exporter.mapping import CustomField, FieldMapping, field_spec
 from exporter.sendgrid import FieldDefinition, FieldDefinitions, Rejected, SendGridClient
+from tests.support.destinations import destination
 
 SUFFIX = {"Text": "T", "Number": "N", "Date": "D"}
 
@@ -48,21 +48,6 @@ class FakeClient:
         if any(n.casefold() == name.casefold() for n in [*self.custom, *self.reserved]):
             raise Rejected("SendGrid rejected POST (HTTP 400)", status=400)
         return self._add(name, field_type)
-
-
-def destination(mapping: dict[str, str], **values: Any) -> Destination:
-    return Destination.model_validate(
-        {
-            "name": "marketing",
-            "display_name": "Marketing",
-            "list_id": "0b6a4a0e-8d1c-4f63-9b8e-8a1f1c3c7c11",
-            "api_key_secret": "SG_KEY",
-            "segments": ["loyal"],
-            "mapping": {"email": "Email", **mapping},
-            "consent": Consent(accepted_by="dpo", accepted_at=datetime(2026, 1, 1, tzinfo=UTC)),
-            **values,
-        }
-    )
 
 
 def resolve(client: FakeClient, dest: Destination) -> dict[str, CustomField]:

@@ -1,0 +1,84 @@
+"""The run flow for functional tests: in-memory storage, ledger and destinations, the real
+SendGrid sandbox over HTTP, and the test delivering the queue messages itself (`pump`), so
+repeats, faults, poison and waiting are exact to stage.
+
+Each test module subclasses `FlowWorld` with the helpers its own tests read best with.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Self
+
+from exporter import runs
+from exporter.destinations import MemoryDestinationStore
+from exporter.ledger import MemoryRunLedger
+from exporter.messages import (
+    CONTACT_BATCHES,
+    EXPORT_REQUESTS,
+    IMPORT_JOBS,
+    BatchMessage,
+    ExportRequest,
+    JobCheck,
+    decode,
+)
+from exporter.secrets import EnvSecretProvider
+from exporter.sendgrid import SendGridClient
+from exporter.settings import SendGridSettings
+from tests.support.fakes import MemoryStorage
+from tests.support.sandbox import SandboxProcess
+
+
+@dataclass
+class FlowWorld:
+    svc: runs.Services
+    storage: MemoryStorage
+    ledger: MemoryRunLedger
+    destinations: MemoryDestinationStore
+    client: SendGridClient
+    """The test's own client of the sandbox (to make lists and fields)."""
+    sandbox: SandboxProcess
+
+    @classmethod
+    def connect(
+        cls, sandbox: SandboxProcess, key: str, *, secret: str | None = None, **options: Any
+    ) -> Self:
+        """The flow on `sandbox`: the test's client uses `key`; the flow reads the API key from
+        the secret SG_KEY, which holds `secret` (default: `key`). `options` are further
+        `runs.Services` fields."""
+        settings = SendGridSettings(base_url=sandbox.url, timeout_seconds=5)
+        storage = MemoryStorage()
+        ledger = MemoryRunLedger()
+        destinations = MemoryDestinationStore()
+        svc = runs.Services(
+            storage=storage,
+            ledger=ledger,
+            destinations=destinations,
+            secrets=EnvSecretProvider({"SG_KEY": key if secret is None else secret}),
+            sendgrid_settings=settings,
+            **options,
+        )
+        return cls(svc, storage, ledger, destinations, SendGridClient(key, settings), sandbox)
+
+    def pump(self, *, max_rounds: int = 500) -> None:
+        """Deliver every queued request, batch and job check (not the delayed looks at a CDM
+        folder): deferred batches after their delay (as the queue would), job checks after the
+        sandbox's short job delay rather than the real one."""
+        for _ in range(max_rounds):
+            requests = self.storage.take(EXPORT_REQUESTS)
+            batches = self.storage.take(CONTACT_BATCHES)
+            jobs = self.storage.take(IMPORT_JOBS)
+            if not (requests or batches or jobs):
+                return
+            for m in requests:
+                runs.plan_run(self.svc, decode(ExportRequest, m.body))
+            if any(m.delay for m in batches):
+                time.sleep(min(3.0, max(m.delay for m in batches)))  # as the queue would
+            for m in batches:
+                runs.send_batch(self.svc, decode(BatchMessage, m.body))
+            if jobs:
+                time.sleep(0.1)
+            for m in jobs:
+                runs.follow_job(self.svc, decode(JobCheck, m.body))
+        raise AssertionError("the flow did not settle")
