@@ -619,7 +619,12 @@ def _reject_samples(storage: Storage, blob: str) -> dict[str, list[RejectSample]
         found = samples.setdefault(row.get("reason") or "unknown", [])
         if len(found) < SAMPLES_PER_REASON:
             found.append(
-                RejectSample(_int(row.get("row")), _int(row.get("line")), row.get("message") or "")
+                RejectSample(
+                    _int(row.get("row")),
+                    _int(row.get("line")),
+                    row.get("message") or "",
+                    row.get("partition") or "",  # reports written before it had the column
+                )
             )
     return samples
 

@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FIELD=COLUMN",
-        help="map a column to a SendGrid field (email, first_name, ..., custom:NAME); "
-        "repeatable; an empty COLUMN leaves the field unmapped",
+        help="map a column to a SendGrid field (email, first_name, ..., or custom:NAME[:TYPE], "
+        "TYPE Text, Number or Date); repeatable; an empty COLUMN leaves the field unmapped",
     )
     check.add_argument("--format", choices=("csv", "jsonl"), help="override the file name's format")
     check.add_argument("--json", action="store_true", help="print one JSON object")
@@ -172,11 +172,24 @@ def _destinations_parser(commands: Any) -> None:
             action="append",
             default=[],
             metavar="FIELD=COLUMN",
-            help="SendGrid field (email, first_name, ..., custom:NAME) from a column; repeatable",
+            help="SendGrid field (email, first_name, ..., or custom:NAME[:TYPE], TYPE Text, "
+            "Number or Date) from a column; repeatable",
         )
         action.add_argument("--sync-mode", choices=("upsert", "mirror"))
         action.add_argument("--profile-cap", type=int)
         action.add_argument("--max-removal-share", type=float)
+        action.add_argument(
+            "--full-refresh-every",
+            type=int,
+            metavar="N",
+            help="send every contact on every Nth run of a segment (0: never)",
+        )
+        action.add_argument(
+            "--create-missing-fields",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="create custom fields the mapping names that SendGrid lacks",
+        )
         action.add_argument("--consent-by", metavar="WHO", help="who accepted the privacy terms")
         action.add_argument(
             "--consent-at", metavar="TIME", help="when (ISO 8601 with zone; default: now)"
@@ -616,6 +629,8 @@ def _save(svc: Services, args: argparse.Namespace) -> int:
         "sync_mode": args.sync_mode,
         "profile_cap": args.profile_cap,
         "max_removal_share": args.max_removal_share,
+        "full_refresh_every": args.full_refresh_every,
+        "create_missing_fields": args.create_missing_fields,
     }
     document |= {k: v for k, v in flags.items() if v is not None}
     if args.list_id or args.list_name:

@@ -23,12 +23,17 @@ from exporter.state import Delta
 
 @dataclass(frozen=True, slots=True)
 class RejectedRow:
-    """A row that will not be sent: its 1-based data row number, the line it starts on, and why."""
+    """A row that will not be sent: its 1-based data row number, the line it starts on, and why.
+
+    `row` counts across the whole snapshot; `line` is within the file the row is in: for a
+    snapshot in parts (a CDM entity), `partition` names that file (its blob), else it is empty.
+    """
 
     row: int
     line: int
     reason: str
     message: str
+    partition: str = ""
 
 
 @dataclass(slots=True)
@@ -139,7 +144,10 @@ def plan(
             problem = record  # type: ignore[assignment]
         reasons[problem.reason] += 1
         if on_reject is not None:
-            on_reject(RejectedRow(row, line, problem.reason, problem.message))
+            # Looked up per rejected row only: valid rows never pay for it.
+            part = snapshot.part
+            where = "" if part is None else part.name
+            on_reject(RejectedRow(row, line, problem.reason, problem.message, where))
 
     last = packer.finish()
     if last is not None:

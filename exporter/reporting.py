@@ -61,6 +61,13 @@ class RejectSample:
     row: int
     line: int
     message: str
+    partition: str = ""
+    """The file `line` is in for a snapshot in parts (a CDM partition's blob); else empty."""
+
+    @property
+    def where(self) -> str:
+        """`line 41`, or `line 41 of <partition>` when the row is in a partition."""
+        return f"line {self.line:,}" + (f" of {self.partition}" if self.partition else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,7 @@ def summary(
     for reason, found in sorted((samples or {}).items()):
         for sample in found:
             lines.append(
-                f"  rejected {reason}: row {sample.row:,} (line {sample.line:,}): "
+                f"  rejected {reason}: row {sample.row:,} ({sample.where}): "
                 f"{mask_emails(sample.message)}"
             )
     failed = [b for b in batches if b.state == "failed"]
@@ -150,6 +157,14 @@ def run_json(run: RunRecord) -> dict[str, Any]:
     return out
 
 
+def _sample_json(sample: RejectSample) -> dict[str, Any]:
+    """A reject sample; `partition` only when the row is in one (a CDM entity's run)."""
+    out: dict[str, Any] = {"row": sample.row, "line": sample.line}
+    if sample.partition:
+        out["partition"] = sample.partition
+    return out | {"message": mask_emails(sample.message)}
+
+
 def details_json(details: RunDetails) -> dict[str, Any]:
     """`runs show --json` and `GET /api/runs/{id}`: the record, progress, rejects, SendGrid's
     job errors and the failed batches."""
@@ -161,9 +176,7 @@ def details_json(details: RunDetails) -> dict[str, Any]:
             "count": run.rejected,
             "reasons": run.reasons,
             "samples": {
-                reason: [
-                    {"row": s.row, "line": s.line, "message": mask_emails(s.message)} for s in found
-                ]
+                reason: [_sample_json(s) for s in found]
                 for reason, found in details.samples.items()
             },
             "report": (

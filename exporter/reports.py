@@ -1,7 +1,8 @@
 """The reject report: one CSV line per rejected row, so a person can find and fix it at the source.
 
-It names the row and line, a reason code and a message; it never copies the row's values, so
-the report holds no email address (the row number finds it in the snapshot).
+It names the row and line, a reason code and a message, and for a snapshot in parts (a CDM
+entity) the partition the line is in; it never copies the row's values, so the report holds no
+email address (the row number finds it in the snapshot).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ class TextWriter(Protocol):
     def write(self, text: str, /) -> int: ...
 
 
-REPORT_COLUMNS = ("row", "line", "reason", "message")
+REPORT_COLUMNS = ("row", "line", "reason", "message", "partition")
+"""A fixed header, whatever the snapshot: `partition` is empty for a single file. It comes last so
+the older columns keep their places for tools that read them by position."""
 
 
 class RejectReport:
@@ -39,7 +42,9 @@ class RejectReport:
         self.count = 0
 
     def __call__(self, rejected: RejectedRow) -> None:
-        self._writer.writerow((rejected.row, rejected.line, rejected.reason, rejected.message))
+        self._writer.writerow(
+            (rejected.row, rejected.line, rejected.reason, rejected.message, rejected.partition)
+        )
         self.count += 1
 
     def close(self) -> None:

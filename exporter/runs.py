@@ -127,8 +127,10 @@ class Services:
             cached = self._clients.get(name)
             if cached is not None and cached[0] == fingerprint:
                 return cached[1]
-            # The old client is dropped, not closed: a batch on another thread may still be
-            # using it (SendGridClient has no close; its idle connections go with it).
+            # The old key's client releases its idle connections; a batch another thread is
+            # still sending with it finishes (a closed client still works, on new connections).
+            if cached is not None:
+                cached[1].close()
             client = SendGridClient(key, self.sendgrid_settings)
             self._clients[name] = (fingerprint, client)
             return client

@@ -163,11 +163,24 @@ class SendGridClient:
         self._timeout = urllib3.Timeout(
             connect=self.settings.connect_timeout_seconds, read=self.settings.timeout_seconds
         )
+        self._owns_pool = pool is None
         self._pool = pool or urllib3.PoolManager(num_pools=4, maxsize=8, retries=False)
         self._limits: dict[str, RateLimit] = {}
 
     def __repr__(self) -> str:
         return f"SendGridClient(base_url={self._base!r}, api_key=<hidden>)"
+
+    def close(self) -> None:
+        """Let go of the keep-alive connections of the pool this client made (a pool passed in
+        belongs to the caller and is left alone). Safe to call more than once.
+
+        Calls after close still work, on new connections, rather than fail: a client replaced on
+        key rotation may still be sending a batch on another thread. urllib3 drops its host pools
+        without closing them under a request in flight; each pool's idle connections are closed
+        as soon as no request holds it (at once when none does).
+        """
+        if self._owns_pool:
+            self._pool.clear()
 
     # --- the calls an export makes -----------------------------------------------------------
 

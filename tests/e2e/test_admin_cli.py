@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 
 from exporter.local.stack import REPO_ROOT, Stack
-from exporter.operations import upload_snapshot
 from exporter.runs import Services
 from exporter.sendgrid import SendGridClient
 from exporter.settings import SendGridSettings
 from exporter.storage import SnapshotVersion, Storage
+from tests.support.stack import drop_seen
 
 pytestmark = pytest.mark.e2e
 
@@ -62,22 +61,7 @@ class Admin:
 
     def drop(self, segment: str, name: str, rows: list[str]) -> SnapshotVersion:
         """A snapshot the blob trigger has already seen (before any destination selected it)."""
-        path = self.tmp / segment / name
-        path.parent.mkdir(exist_ok=True)
-        path.write_text("\n".join(["Email,FirstName", *rows]) + "\n", encoding="utf-8")
-        if any(p.is_file() and p != path for p in path.parent.iterdir()):
-            time.sleep(1.1)  # blob times have one-second resolution: "latest" is unambiguous
-        version = upload_snapshot(self.storage, path, segment)
-        hosts = self.storage.blobs.get_container_client("azure-webjobs-hosts")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if any(b.name.endswith(f"/{version.name}") for b in hosts.list_blobs()):
-                    return version
-            except ResourceNotFoundError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("the blob trigger did not see the snapshot")
+        return drop_seen(self.storage, self.tmp, segment, name, rows)
 
     def members(self, list_id: str) -> set[str]:
         import urllib.request
@@ -190,10 +174,14 @@ def test_destinations_add_list_show_update_test(admin: Admin) -> None:
         "custom:tier=Tier",
         "--sync-mode",
         "mirror",
+        "--full-refresh-every",
+        "7",
+        "--no-create-missing-fields",
         "--json",
     )
     updated = json.loads(out)
     assert updated["display_name"] == "Newsletter" and updated["sync_mode"] == "mirror"
+    assert updated["full_refresh_every"] == 7 and updated["create_missing_fields"] is False
     assert updated["mapping"] == {"custom:tier": "Tier"}
     assert updated["consent"] == shown["consent"]  # kept as recorded
     error_line(

@@ -178,9 +178,9 @@ def test_rejects_report(tmp_path: Path) -> None:
     assert str(report) in result.stdout
     text = report.read_text(encoding="utf-8")
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["row", "line", "reason", "message"]
+    assert rows[0] == ["row", "line", "reason", "message", "partition"]
     assert [tuple(r[:3]) for r in rows[1:]] == EXPECTED_REJECTS
-    assert all(len(r) == 4 and r[3] for r in rows[1:])
+    assert all(len(r) == 5 and r[3] and r[4] == "" for r in rows[1:])  # a file: no partition
     for email in CRAFTED_EMAILS:
         assert email.lower() not in text.lower(), email
         assert email.split("@")[0].strip().lower() + "@" not in text.lower(), email

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import socket
+import threading
 import time
+import weakref
 
 import pytest
+import urllib3
 
 from exporter.sendgrid import (
     NotFound,
@@ -259,3 +263,65 @@ def test_logs_carry_neither_key_nor_addresses(sg, caplog):
     assert "sendgrid PUT /v3/marketing/contacts -> 202" in text
     assert "private.person" not in text
     assert KEY not in text and "test-key" not in text
+
+
+def test_close_drops_its_own_pool_and_a_later_call_reconnects(sandbox, monkeypatch):
+    """close() releases the client's host pools (urllib3 closes a pool's connections when it is
+    released); the client stays usable (one replaced on key rotation may still be finishing a
+    batch on another thread)."""
+    made = []
+
+    class Recorded(urllib3.PoolManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(urllib3, "PoolManager", Recorded)
+    sg = client_for(sandbox)
+    lst = sg.create_list("closing")
+    (pool,) = made
+    host = weakref.ref(pool.connection_from_url(sandbox.url))
+    assert host() is not None
+
+    sg.close()
+    sg.close()  # twice is fine
+    gc.collect()
+    assert len(pool.pools) == 0 and host() is None  # released, its connections closed
+
+    assert sg.get_list(lst.id).name == "closing"  # works after close, on a new connection
+    assert len(pool.pools) == 1
+
+
+def test_close_leaves_a_pool_it_was_given_to_its_owner(sandbox):
+    shared = urllib3.PoolManager(retries=False)
+    settings = SendGridSettings(base_url=sandbox.url, timeout_seconds=10)
+    one = SendGridClient(KEY, settings, pool=shared)
+    other = SendGridClient(KEY, settings, pool=shared)
+    lst = one.create_list("shared")
+    host = shared.connection_from_url(sandbox.url)
+    one.close()
+    assert shared.connection_from_url(sandbox.url) is host  # not cleared
+    assert other.get_list(lst.id).name == "shared"
+
+
+def test_close_under_calls_in_flight_fails_none_of_them(sg):
+    lst = sg.create_list("busy")
+    outcomes: list[str] = []
+
+    def call() -> None:
+        for _ in range(20):
+            try:
+                sg.get_list(lst.id)
+                outcomes.append("ok")
+            except TransientError as exc:
+                outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        sg.close()
+        time.sleep(0.001)
+    for t in threads:
+        t.join()
+    assert outcomes == ["ok"] * 80

@@ -30,7 +30,7 @@ def test_demo_checks_a_generated_segment_and_agrees_with_what_was_planted(tmp_pa
     assert "       3,000" in done.stdout
     assert (tmp_path / "segment.csv").exists()
     with (tmp_path / "rejects.csv").open() as report:
-        assert report.readline().strip() == "row,line,reason,message"
+        assert report.readline().strip() == "row,line,reason,message,partition"
     report_text = (tmp_path / "rejects.csv").read_text()
     with (tmp_path / "segment.csv").open(newline="") as segment:
         emails = {row["PrimaryEmail"].strip() for row in csv.DictReader(segment)}

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.batching import BatchLimits
-from exporter.planning import plan_file
+from exporter.planning import plan, plan_file
+from exporter.snapshots import Part, Parts, open_snapshot
 
 HEADER = ["Email", "FirstName", "Note"]
 INVALID = [
@@ -108,6 +109,30 @@ def test_reject_rows_carry_row_and_physical_line():
         (5, 7, "invalid_email"),
     ]
     assert (stats.rows, stats.valid, stats.blank) == (5, 2, 1)
+    assert all(r.partition == "" for r in rejects)  # a single file: no partition to name
+
+
+def test_reject_rows_in_parts_name_their_partition_and_the_line_in_it():
+    """A CDM entity's partitions: `row` counts across the entity, `line` restarts per file, and
+    `partition` says which file to open."""
+    one = "ci/HighValue/2026/11/24/1433/HighValue_1.csv"
+    two = "ci/HighValue/2026/11/24/1433/HighValue_2.csv"
+    files = {
+        one: b"a@example.com,A\nnot-an-email,B\nc@example.com,C\n",
+        two: b"d@example.com,D\n\ne@example.com,E\nf@example.com\n",
+    }
+    parts = Parts(
+        columns=("Email", "FirstName"),
+        parts=tuple(Part(name, lambda data=data: io.BytesIO(data)) for name, data in files.items()),
+    )
+    rejects = []
+    with open_snapshot(parts) as snapshot:
+        stats = plan(snapshot, on_reject=rejects.append)
+    assert [(r.row, r.line, r.reason, r.partition) for r in rejects] == [
+        (2, 2, "invalid_email", one),
+        (7, 4, "ragged_row", two),  # entity-wide row 7 is line 4 of the second partition
+    ]
+    assert (stats.rows, stats.valid, stats.rejected, stats.blank) == (7, 4, 2, 1)
 
 
 def test_non_ascii_contacts_are_measured_in_utf8_bytes():

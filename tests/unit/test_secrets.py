@@ -375,6 +375,10 @@ class RecordingClient:
 
     def __init__(self, api_key: str, settings: SendGridSettings | None = None) -> None:
         self.api_key = api_key
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def services(secrets: StubSecrets) -> runs.Services:
@@ -402,3 +406,4 @@ def test_services_replaces_a_destinations_client_when_its_key_rotates(
     assert rotated.api_key == ROTATED
     assert svc.sendgrid(destination) is rotated
     assert len(svc._clients) == 2  # the old client was dropped, not kept beside the new one
+    assert first.closed and not rotated.closed  # and let go of its connections
