@@ -86,7 +86,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'SENDGRID_API_BASE_URL', value: sendgridApiBaseUrl }
         { name: 'REFRESH_SCHEDULE', value: refreshSchedule }
         // Two malloc arenas, not eight per core: memory one worker thread frees is reused by
-        // the next (the 1M-profile benchmark's host peak: 213 MB with 2, 266 MB without).
+        // the next (1M-profile benchmark: host peak 213-251 MB with 2, 266-286 MB without).
         { name: 'MALLOC_ARENA_MAX', value: '2' }
       ]
     }
