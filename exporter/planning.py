@@ -131,7 +131,7 @@ def plan(
                         continue
                     valid += 1
                     if not send:
-                        continue  # unchanged since the last fully successful run
+                        continue  # unchanged since the last committed run
                     closed = add(contact, size)
                     if closed is not None:
                         emit(closed)

@@ -10,6 +10,7 @@ key, a rejected batch, a bad file) are recorded where a person reads them, and t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -63,7 +64,7 @@ from exporter.sendgrid import (
 )
 from exporter.settings import SendGridSettings
 from exporter.snapshots import open_snapshot
-from exporter.state import Delta, StateFormatError, SyncedState, read_emails
+from exporter.state import Delta, StateFormatError, SyncedState, email_key, read_emails
 from exporter.storage import RunStorage, SnapshotVersion, Storage, entity_version
 from exporter.storage import read_manifest as read_cdm_manifest
 
@@ -958,16 +959,40 @@ def _reconcile(run: RunRecord, count: int) -> None:
 
 
 def _commit_state(svc: Services, run: RunRecord) -> None:
-    """After a fully successful run (every batch done, no contact errored), its state becomes
-    the one the next run compares against. Anything less keeps the old state, so the next run
-    sends again what may not have landed. Safe to repeat."""
-    if run.state_committed or run.errored or run.batches_failed:
+    """After a run whose every batch was done, its state becomes the one the next run compares
+    against. Where SendGrid errored contacts, the contacts of those batches are marked unsent
+    in it first, so the next run sends them again (and not every change since the last clean
+    run). A run with a failed batch keeps the old state, so the next run sends again what may
+    not have landed. Safe to repeat."""
+    if run.state_committed or run.batches_failed:
         return
     if run.state not in ("succeeded", "succeeded_with_errors"):
         return
+    unsent = 0
+    if run.errored:
+        errored = [b for b in svc.ledger.batches(run.run_id) if b.kind == "upsert" and b.errored]
+        unsent = _mark_unsent(svc, run.run_id, errored)
     svc.storage.commit_state(run.run_id, run.destination, run.segment)
     svc.ledger.update_run(run.run_id, lambda r: _set(r, state_committed=True))
-    _event("state committed", run_id=run.run_id, destination=run.destination, members=run.members)
+    _event(
+        "state committed",
+        run_id=run.run_id,
+        destination=run.destination,
+        members=run.members,
+        marked_unsent=unsent,
+    )
+
+
+def _mark_unsent(svc: Services, run_id: str, batches: list[BatchRecord]) -> int:
+    """Mark the contacts of these batches unsent in the run's pending state (one batch's
+    contacts in memory at a time); returns how many members were marked."""
+    state = SyncedState.read_index(svc.storage.read_pending_index(run_id))
+    marked = 0
+    for batch in batches:
+        contacts = json.loads(svc.storage.read_batch(run_id, batch.index))
+        marked += state.mark_unsent(email_key(c["email"]) for c in contacts)
+    svc.storage.write_pending_index(run_id, state.to_index())
+    return marked
 
 
 # --- poison messages -------------------------------------------------------------------------

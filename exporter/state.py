@@ -1,17 +1,18 @@
 """Synced state: which contacts a destination's list holds from one segment, and in what form.
 
-A run compares each valid contact with the state of the last fully successful run and sends
+A run compares each valid contact with the state of the last run whose batches all landed and sends
 only the new and the changed ones. The state is two blobs per destination x segment:
 - `index`: a header, then the members' email keys (64-bit, sorted) and the hashes of their
   contact JSON (64-bit, same order): 16 bytes per member, loaded into two `array('Q')` and
   searched with `bisect` (1M members: 16 MB, not a dict of strings);
 - `emails`: the members' emails, one per line, in the same order: only streamed when a mirror
   run looks for those who left the segment.
-A new state is written beside the run and committed only after the run fully succeeded, so a
-failed or partial run leaves the old state, and the next run sends again what did not land.
+A new state is written beside the run and committed only once every batch is done, so a failed
+run leaves the old state, and the next run sends again what did not land. Contacts SendGrid
+errored are committed marked `UNSENT` (`mark_unsent`): the next run sends them again.
 
 Keys are BLAKE2b-64 of the normalised email and of the contact's exact JSON text. A run tells
-duplicates apart by email key too (`KeySet`: 8-16 bytes a member, where a set of strings takes
+duplicates apart by email key too (`KeySet`: 8-24 bytes a member, where a set of strings takes
 about 100), so two different emails sharing a key would count as one: for a million members
 the chance that any two do is about 3 in 100 million. A contact skipped as unchanged by
 mistake needs both 64-bit hashes to collide.
@@ -39,6 +40,9 @@ _RECORD: Final = struct.Struct("<QQB")
 """A spilled member: email key, contact hash, email length; the email's bytes follow."""
 SPILL_MEMBERS: Final = 65_536
 """Members collected in memory (about 10 MB) before they are sorted and written to disk."""
+UNSENT: Final = 0
+"""The contact hash of a member whose contact may not have landed: no contact's hash (but for
+a 1 in 2**64 chance), so the next run sends it as changed."""
 READ_BLOCK: Final = 1 << 16
 """Bytes read at a time from each sorted run while they are merged."""
 
@@ -120,7 +124,7 @@ class KeySet:
 
 
 class SyncedState:
-    """The members a list holds from us, as of the last fully successful run."""
+    """The members a list holds from us, as of the last run whose batches all landed."""
 
     def __init__(self, keys: array[int], hashes: array[int]) -> None:
         if len(keys) != len(hashes):
@@ -151,6 +155,25 @@ class SyncedState:
             keys.byteswap()
             hashes.byteswap()
         return cls(keys, hashes)
+
+    def to_index(self) -> bytes:
+        """The `index` blob of this state (what `read_index` reads)."""
+        keys, hashes = array("Q", self.keys), array("Q", self.hashes)
+        if sys.byteorder != "little":
+            keys.byteswap()
+            hashes.byteswap()
+        return _HEADER.pack(MAGIC, len(keys)) + keys.tobytes() + hashes.tobytes()
+
+    def mark_unsent(self, keys: Iterable[int]) -> int:
+        """Forget the contact hashes of these members (they stay members), so the next run
+        sends them again whatever they hold; returns how many were found."""
+        found = 0
+        for key in keys:
+            i = self.index_of(key)
+            if i >= 0:
+                self.hashes[i] = UNSENT
+                found += 1
+        return found
 
     def index_of(self, key: int) -> int:
         i = bisect_left(self.keys, key)

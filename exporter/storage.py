@@ -120,6 +120,10 @@ class RunStorage(Protocol):
 
     def write_pending_state(self, run_id: str, delta: Delta) -> int: ...
 
+    def read_pending_index(self, run_id: str) -> bytes: ...
+
+    def write_pending_index(self, run_id: str, data: bytes) -> None: ...
+
     def commit_state(self, run_id: str, destination: str, segment: str) -> None: ...
 
     def state_emails(self, destination: str, segment: str) -> IO[bytes]: ...
@@ -373,7 +377,7 @@ class Storage:
         return data
 
     def write_pending_state(self, run_id: str, delta: Delta) -> int:
-        """The state this run would leave, beside the run until it has fully succeeded."""
+        """The state this run would leave, beside the run until every batch is done."""
         with (
             tempfile.SpooledTemporaryFile(max_size=1 << 20) as index,
             tempfile.SpooledTemporaryFile(max_size=1 << 20) as emails,
@@ -383,6 +387,13 @@ class Storage:
                 spool.seek(0)
                 self.app.upload_blob(f"runs/{run_id}/state/{part}", spool, overwrite=True)
         return count
+
+    def read_pending_index(self, run_id: str) -> bytes:
+        data: bytes = self.app.download_blob(f"runs/{run_id}/state/index").readall()
+        return data
+
+    def write_pending_index(self, run_id: str, data: bytes) -> None:
+        self.app.upload_blob(f"runs/{run_id}/state/index", data, overwrite=True)
 
     def commit_state(self, run_id: str, destination: str, segment: str) -> None:
         """Make a run's pending state the destination x segment's state (streamed copy)."""

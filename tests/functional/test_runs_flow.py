@@ -548,6 +548,43 @@ def test_a_failed_run_keeps_the_old_state_so_the_next_run_sends_again(world: Wor
     assert all(m["first_name"].startswith("Changed") for m in world.members().values())
 
 
+def test_contacts_sendgrid_errored_are_sent_again_and_nothing_else(world: World) -> None:
+    world.destination()
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
+    world.pump()
+    changed = segment_csv(100).replace(",Name1", ",Changed1")  # 11 rows: user1, user10-19
+    changed = changed.replace(",Name5", ",Changed5")  # and 11 more: 22, one batch under 40
+    changed += "".join(f"new{i}@example.com,New,X\n" for i in range(30))  # 52 to send
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
+    for m in world.storage.take(EXPORT_REQUESTS):
+        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    first, second = world.storage.take(CONTACT_BATCHES)
+    world.sandbox.faults(contact_error_rate=1.0)  # type: ignore[attr-defined]
+    runs.send_batch(world.svc, decode(BatchMessage, first.body))  # SendGrid errors all 40
+    sent = decode(BatchMessage, first.body)
+    deadline = time.monotonic() + 30
+    while not world.ledger.get_batch(sent.run_id, sent.batch).settled:  # its job settles
+        assert time.monotonic() < deadline, "the import job did not settle"
+        time.sleep(0.1)
+        for m in world.storage.take(IMPORT_JOBS):
+            runs.follow_job(world.svc, decode(JobCheck, m.body))
+    world.sandbox.faults(contact_error_rate=0.0)  # type: ignore[attr-defined]
+    runs.send_batch(world.svc, decode(BatchMessage, second.body))  # these 12 land
+    world.pump()
+    partial = latest(world)
+    assert (partial.state, partial.sent, partial.errored) == ("succeeded_with_errors", 52, 40)
+    assert partial.state_committed  # with the errored batch's contacts marked unsent
+
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "\n"))  # the same rows
+    world.pump()
+    again = latest(world)
+    assert (again.state, again.sent, again.errored, again.unchanged) == ("succeeded", 40, 0, 90)
+    members = world.members()
+    assert len(members) == 130
+    assert members["user15@example.com"]["first_name"] == "Changed15"
+    assert members["user50@example.com"]["first_name"] == "Changed50"
+
+
 def test_over_the_profile_cap_nothing_is_sent(world: World) -> None:
     world.destination(profile_cap=50)
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(51)))

@@ -146,6 +146,12 @@ class MemoryStorage:
     def read_removals(self, run_id: str, index: int) -> list[str]:
         return self.blobs[f"runs/{run_id}/removals/{index:05d}.txt"].decode().split("\n")
 
+    def read_pending_index(self, run_id: str) -> bytes:
+        return self.blobs[f"runs/{run_id}/state/index"]
+
+    def write_pending_index(self, run_id: str, data: bytes) -> None:
+        self.blobs[f"runs/{run_id}/state/index"] = data
+
     def commit_state(self, run_id: str, destination: str, segment: str) -> None:
         for part in ("emails", "index"):
             self.blobs[f"state/{destination}/{segment}/{part}"] = self.blobs[

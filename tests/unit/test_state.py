@@ -119,3 +119,14 @@ def test_duplicates_are_found_among_old_members_and_new_ones():
     with open_snapshot(io.BytesIO(data), name="s.csv") as snapshot:
         stats = plan(snapshot, delta=delta)
     assert (stats.valid, stats.duplicates, stats.unchanged, delta.new) == (2, 2, 1, 1)
+
+
+def test_members_marked_unsent_stay_members_and_are_sent_again():
+    people = {f"u{i}@e.co": "A" for i in range(10)}
+    *_, state, _ = run(people, SyncedState.empty())
+    assert state.mark_unsent([email_key("u3@e.co"), email_key("u7@e.co"), 12345]) == 2
+    again = SyncedState.read_index(state.to_index())  # as stored
+    assert list(again.keys) == list(state.keys)
+    stats, sent, *_ = run(people, again)
+    assert sorted(c["email"] for c in sent) == ["u3@e.co", "u7@e.co"]
+    assert (stats.valid, stats.unchanged) == (10, 8)
