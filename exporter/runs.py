@@ -273,6 +273,14 @@ def refresh(svc: Services, at: datetime | None = None) -> list[str]:
     at = (at or utcnow()).replace(microsecond=0)
     run_ids = []
     for destination in svc.destinations.all():
+        if destination.consent is None:
+            # Said once a tick in the log, not as a failed run every tick: the destination's
+            # snapshots and on-demand exports still fail with the reason where people look.
+            log.warning(
+                "timer: destination %s has no recorded data-privacy consent: not exported",
+                destination.name,
+            )
+            continue
         for segment in destination.segments:
             version = svc.storage.latest_snapshot(segment)
             if version is not None:

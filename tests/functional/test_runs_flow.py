@@ -227,7 +227,7 @@ def test_poisoned_batch_marks_the_run_failed_with_the_last_error(world: World) -
     assert world.ledger.batches(run.run_id)[0].attempts == 5
 
 
-def test_no_consent_no_export(world: World) -> None:
+def test_no_consent_no_export(world: World, caplog: pytest.LogCaptureFixture) -> None:
     world.destination(consent=None)
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.pump()
@@ -235,6 +235,11 @@ def test_no_consent_no_export(world: World) -> None:
     assert run.state == "failed"
     assert "no data-privacy consent is recorded for destination 'marketing'" in run.error
     assert not any("PUT" in k for k in world.sandbox.requests())  # type: ignore[attr-defined]
+
+    # The timer does not add a failed run every tick: it says so in the log instead.
+    assert runs.refresh(world.svc, at=datetime(2026, 11, 25, tzinfo=UTC)) == []
+    assert [r.run_id for r in world.ledger.runs()] == [run.run_id]
+    assert "destination marketing has no recorded data-privacy consent" in caplog.text
 
 
 def test_an_unreadable_file_fails_its_run_with_a_message(world: World) -> None:
