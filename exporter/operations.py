@@ -62,19 +62,15 @@ def follow(
     poll: float = 0.5,
 ) -> list[RunRecord]:
     """Wait until the `expected` runs of this snapshot version exist and have all finished."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = runs_of(svc, version)
-        states = {r.run_id: progress(r, svc.ledger.batches(r.run_id)) for r in found}
-        on_progress(states)
-        if len(found) >= expected and all(p.final for p in states.values()):
-            return found
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{len(found)} of {expected} runs found, "
-                f"{sum(p.final for p in states.values())} finished after {timeout:.0f} s"
-            )
-        time.sleep(poll)
+    return _watch(
+        svc,
+        lambda: runs_of(svc, version),
+        lambda found: len(found) >= expected,
+        lambda found, finished: f"{len(found)} of {expected} runs found, {finished} finished",
+        timeout=timeout,
+        on_progress=on_progress,
+        poll=poll,
+    )
 
 
 def follow_runs(
@@ -89,16 +85,37 @@ def follow_runs(
     missing = [run_id for run_id in run_ids if svc.ledger.get_run(run_id) is None]
     if missing:
         raise InputError(f"no run {', '.join(repr(m) for m in missing)}")
+    return _watch(
+        svc,
+        lambda: [r for r in map(svc.ledger.get_run, run_ids) if r is not None],
+        lambda found: True,
+        lambda found, finished: f"{finished} of {len(run_ids)} runs finished",
+        timeout=timeout,
+        on_progress=on_progress,
+        poll=poll,
+    )
+
+
+def _watch(
+    svc: Services,
+    find: Callable[[], list[RunRecord]],
+    enough: Callable[[list[RunRecord]], bool],
+    describe: Callable[[list[RunRecord], int], str],
+    *,
+    timeout: float,
+    on_progress: Callable[[dict[str, Progress]], None],
+    poll: float,
+) -> list[RunRecord]:
+    """Report the progress of the runs `find` returns until `enough` of them exist and all have
+    finished; after `timeout` seconds, TimeoutError with what `describe` says of them."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [r for r in map(svc.ledger.get_run, run_ids) if r is not None]
+        found = find()
         states = {r.run_id: progress(r, svc.ledger.batches(r.run_id)) for r in found}
         on_progress(states)
-        if all(p.final for p in states.values()):
+        finished = sum(p.final for p in states.values())
+        if enough(found) and finished == len(states):
             return found
         if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{sum(p.final for p in states.values())} of {len(run_ids)} runs finished "
-                f"after {timeout:.0f} s"
-            )
+            raise TimeoutError(f"{describe(found, finished)} after {timeout:.0f} s")
         time.sleep(poll)

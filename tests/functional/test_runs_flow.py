@@ -109,11 +109,10 @@ def test_states_move_queued_planning_sending_confirming_succeeded(world: World) 
     world.destination()
     (run_id,) = runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
     assert world.ledger.get_run(run_id).state == "queued"  # type: ignore[union-attr]
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    world.plan_queued()
     assert world.ledger.get_run(run_id).state == "sending"  # type: ignore[union-attr]
-    for m in world.storage.take(CONTACT_BATCHES):
-        runs.send_batch(world.svc, decode(BatchMessage, m.body))
+    for m in world.take_batches():
+        runs.send_batch(world.svc, m)
     assert world.ledger.get_run(run_id).state == "confirming"  # type: ignore[union-attr]
     world.pump()
     assert world.ledger.get_run(run_id).state == "succeeded"  # type: ignore[union-attr]
@@ -161,11 +160,10 @@ def test_every_message_delivered_twice_still_counts_once(world: World) -> None:
 def test_a_429_defers_the_batch_without_failing_it(world: World) -> None:
     world.destination()
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    world.plan_queued()
     world.sandbox.faults(throttle_rate=1.0)  # type: ignore[attr-defined]
-    (message,) = world.storage.take(CONTACT_BATCHES)
-    runs.send_batch(world.svc, decode(BatchMessage, message.body))  # no exception: deferred
+    (message,) = world.take_batches()
+    runs.send_batch(world.svc, message)  # no exception: deferred
     (again,) = world.storage.queues[CONTACT_BATCHES]
     assert again.delay >= 1
     assert decode(BatchMessage, again.body).deferrals == 1
@@ -180,17 +178,16 @@ def test_a_429_defers_the_batch_without_failing_it(world: World) -> None:
 def test_a_5xx_fails_the_invocation_so_the_host_retries(world: World) -> None:
     world.destination()
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
-    (message,) = world.storage.take(CONTACT_BATCHES)
+    world.plan_queued()
+    (message,) = world.take_batches()
     world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
     with pytest.raises(TransientError):
-        runs.send_batch(world.svc, decode(BatchMessage, message.body))
+        runs.send_batch(world.svc, message)
     batch = world.ledger.batches(world.only_run().run_id)[0]
     assert (batch.state, batch.attempts) == ("queued", 1)
     assert "HTTP 500" in batch.error
     world.sandbox.faults(error_rate=0.0)  # type: ignore[attr-defined]
-    runs.send_batch(world.svc, decode(BatchMessage, message.body))  # the host's retry
+    runs.send_batch(world.svc, message)  # the host's retry
     world.pump()
     assert world.only_run().state == "succeeded"
 
@@ -213,14 +210,13 @@ def test_a_permanently_rejected_batch_fails_the_run_and_says_why(world: World) -
 def test_poisoned_batch_marks_the_run_failed_with_the_last_error(world: World) -> None:
     world.destination()
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
-    (message,) = world.storage.take(CONTACT_BATCHES)
+    world.plan_queued()
+    (message,) = world.take_batches()
     world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
     for _ in range(5):
         with pytest.raises(TransientError):
-            runs.send_batch(world.svc, decode(BatchMessage, message.body))
-    runs.batch_poisoned(world.svc, decode(BatchMessage, message.body))  # the host gave up
+            runs.send_batch(world.svc, message)
+    runs.batch_poisoned(world.svc, message)  # the host gave up
     run = world.only_run()
     assert run.state == "failed"
     assert "batch 0: sending failed on every attempt; the last: TransientError" in run.error
@@ -278,8 +274,7 @@ def test_a_refused_key_fails_the_batch_without_retrying() -> None:
 def test_destination_removed_after_planning(world: World) -> None:
     world.destination()
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    world.plan_queued()
     world.destinations.delete("marketing")
     world.pump()
     run = world.only_run()
@@ -292,8 +287,7 @@ def test_snapshot_replaced_before_planning_is_skipped(world: World) -> None:
     old = world.drop("loyal/a.csv", segment_csv(10))
     runs.on_snapshot(world.svc, old)
     world.drop("loyal/a.csv", segment_csv(12))  # overwritten before the planner ran
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    world.plan_queued()
     run = world.only_run()
     assert run.state == "skipped"
     assert "replaced or deleted" in run.error
@@ -511,10 +505,9 @@ def test_a_failed_run_does_not_count_towards_the_next_full_refresh(world: World)
     world.pump()
     changed = world.drop("loyal/a.csv", segment_csv(20).replace(",Name1,", ",Changed1,"))
     runs.on_snapshot(world.svc, changed)  # not due: a delta run, which fails
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
-    for m in world.storage.take(CONTACT_BATCHES):
-        runs.batch_poisoned(world.svc, decode(BatchMessage, m.body))
+    world.plan_queued()
+    for m in world.take_batches():
+        runs.batch_poisoned(world.svc, m)
     world.pump()
     assert (latest(world).full_refresh, latest(world).state) == (False, "failed")
     runs.refresh(
@@ -537,11 +530,10 @@ def test_a_failed_run_keeps_the_old_state_so_the_next_run_sends_again(world: Wor
     world.pump()
     changed = segment_csv(60).replace(",Name", ",Changed")  # all 60 changed
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
-    first, second = world.storage.take(CONTACT_BATCHES)
-    runs.send_batch(world.svc, decode(BatchMessage, first.body))  # one batch lands
-    runs.batch_poisoned(world.svc, decode(BatchMessage, second.body))  # the other never does
+    world.plan_queued()
+    first, second = world.take_batches()
+    runs.send_batch(world.svc, first)  # one batch lands
+    runs.batch_poisoned(world.svc, second)  # the other never does
     world.pump()
     failed = latest(world)
     assert (failed.state, failed.state_committed) == ("failed", False)
@@ -561,20 +553,18 @@ def test_contacts_sendgrid_errored_are_sent_again_and_nothing_else(world: World)
     changed = changed.replace(",Name5", ",Changed5")  # and 11 more: 22, one batch under 40
     changed += "".join(f"new{i}@example.com,New,X\n" for i in range(30))  # 52 to send
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
-    for m in world.storage.take(EXPORT_REQUESTS):
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
-    first, second = world.storage.take(CONTACT_BATCHES)
+    world.plan_queued()
+    first, second = world.take_batches()
     world.sandbox.faults(contact_error_rate=1.0)  # type: ignore[attr-defined]
-    runs.send_batch(world.svc, decode(BatchMessage, first.body))  # SendGrid errors all 40
-    sent = decode(BatchMessage, first.body)
+    runs.send_batch(world.svc, first)  # SendGrid errors all 40
     deadline = time.monotonic() + 30
-    while not world.ledger.get_batch(sent.run_id, sent.batch).settled:  # its job settles
+    while not world.ledger.get_batch(first.run_id, first.batch).settled:  # its job settles
         assert time.monotonic() < deadline, "the import job did not settle"
         time.sleep(0.1)
         for m in world.storage.take(IMPORT_JOBS):
             runs.follow_job(world.svc, decode(JobCheck, m.body))
     world.sandbox.faults(contact_error_rate=0.0)  # type: ignore[attr-defined]
-    runs.send_batch(world.svc, decode(BatchMessage, second.body))  # these 12 land
+    runs.send_batch(world.svc, second)  # these 12 land
     world.pump()
     partial = latest(world)
     assert (partial.state, partial.sent, partial.errored) == ("succeeded_with_errors", 52, 40)
@@ -685,8 +675,7 @@ def test_two_snapshots_racing_never_interleave_and_the_newer_wins(world: World) 
     newer = world.drop("loyal/c.csv", people(*range(30, 90)))
     runs.on_snapshot(world.svc, older)
     runs.on_snapshot(world.svc, newer)
-    for m in world.storage.take(EXPORT_REQUESTS):  # both planners run before any batch is sent
-        runs.plan_run(world.svc, decode(ExportRequest, m.body))
+    world.plan_queued()  # both planners run before any batch is sent
     by_snapshot = {r.snapshot: r for r in world.ledger.runs()}
     assert by_snapshot["loyal/b.csv"].state == "sending"
     assert by_snapshot["loyal/c.csv"].state == "queued"  # waits for the older one

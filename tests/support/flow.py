@@ -61,6 +61,15 @@ class FlowWorld:
         )
         return cls(svc, storage, ledger, destinations, SendGridClient(key, settings), sandbox)
 
+    def plan_queued(self) -> None:
+        """Deliver the queued export requests (plan their runs), and nothing else."""
+        for m in self.storage.take(EXPORT_REQUESTS):
+            runs.plan_run(self.svc, decode(ExportRequest, m.body))
+
+    def take_batches(self) -> list[BatchMessage]:
+        """The queued batch messages, taken off the queue for the test to deliver itself."""
+        return [decode(BatchMessage, m.body) for m in self.storage.take(CONTACT_BATCHES)]
+
     def pump(self, *, max_rounds: int = 500) -> None:
         """Deliver every queued request, batch and job check (not the delayed looks at a CDM
         folder): deferred batches after their delay (as the queue would), job checks after the
