@@ -185,6 +185,10 @@ class RunLedger(Protocol):
         """Newest first."""
         ...
 
+    def get_slot(self, destination: str, segment: str) -> SlotRecord:
+        """The slot as stored (an empty one when there is none yet); writes nothing."""
+        ...
+
     def update_slot(
         self, destination: str, segment: str, change: Callable[[SlotRecord], bool | None]
     ) -> SlotRecord:
@@ -201,6 +205,11 @@ class MemoryRunLedger:
         self._runs: dict[str, RunRecord] = {}
         self._batches: dict[tuple[str, int], BatchRecord] = {}
         self._slots: dict[tuple[str, str], SlotRecord] = {}
+
+    def get_slot(self, destination: str, segment: str) -> SlotRecord:
+        with self._lock:
+            slot = self._slots.get((destination, segment))
+            return copy.deepcopy(slot) if slot else SlotRecord(destination, segment)
 
     def update_slot(
         self, destination: str, segment: str, change: Callable[[SlotRecord], bool | None]
@@ -387,6 +396,13 @@ class TableRunLedger:
             parameters["destination"] = destination
         found = [_run_from(e) for e in self._table.query_entities(query, parameters=parameters)]
         return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def get_slot(self, destination: str, segment: str) -> SlotRecord:
+        try:
+            entity = self._table.get_entity(_slot_partition(destination, segment), "slot")
+        except ResourceNotFoundError:
+            return SlotRecord(destination, segment)
+        return _slot_from(entity)
 
     def update_slot(
         self, destination: str, segment: str, change: Callable[[SlotRecord], bool | None]

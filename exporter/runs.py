@@ -256,8 +256,7 @@ def _full_refresh_due(svc: Services, destination: Destination, segment: str) -> 
     every = destination.full_refresh_every
     if not every:
         return False
-    slot = svc.ledger.update_slot(destination.name, segment, lambda _: False)  # a read
-    return slot.syncs_since_full + 1 >= every
+    return svc.ledger.get_slot(destination.name, segment).syncs_since_full + 1 >= every
 
 
 def on_snapshot(svc: Services, version: SnapshotVersion) -> list[str]:

@@ -204,10 +204,6 @@ class Delta:
         self._fresh = KeySet()
         self._members = _SortedSpill() if collect else None
 
-    def __len__(self) -> int:
-        """Members collected so far (valid contacts, duplicates excluded)."""
-        return self.new + self.changed + self.unchanged
-
     def observe(self, email: str, contact_json: str) -> bool | None:
         """Record a valid contact: None when this run has had its email already (a duplicate),
         else whether it must be sent (new, changed, or a full refresh)."""

@@ -8,7 +8,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from azure.core.exceptions import ResourceModifiedError
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from exporter.destinations import BlobDestinationStore, Consent, Destination
 from exporter.ledger import BatchRecord, RunRecord, TableRunLedger
@@ -150,6 +150,20 @@ def test_slots_are_created_on_first_use_and_updated_with_etags(ledger: TableRunL
     final = ledger.update_slot("d", "seg", lambda s: False)
     assert (final.run_id, final.snapshot) == ("run-1", "x" * 30)
     assert ledger.runs() == []  # slots are not runs
+
+
+def test_reading_a_slot_writes_nothing(ledger: TableRunLedger) -> None:
+    empty = ledger.get_slot("d", "never-used")
+    assert (empty.destination, empty.segment, empty.run_id, empty.syncs_since_full) == (
+        "d",
+        "never-used",
+        "",
+        0,
+    )
+    with pytest.raises(ResourceNotFoundError):  # no entity was made by reading
+        ledger._table.get_entity("slot|d|never-used", "slot")
+    ledger.update_slot("d", "read", lambda s: setattr(s, "syncs_since_full", 3))
+    assert ledger.get_slot("d", "read").syncs_since_full == 3
 
 
 def test_a_batch_over_several_ranges_streams_into_the_same_body(storage: Storage) -> None:
