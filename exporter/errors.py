@@ -39,3 +39,9 @@ class SnapshotError(InputError):
 
 class MappingError(InputError):
     """The field mapping does not fit the snapshot or names an unknown field."""
+
+
+class ExportFormatError(ExporterError):
+    """A SendGrid contact export file cannot be read: not gzip or UTF-8 CSV, truncated, without
+    an EMAIL column, or past one of `exporter.list_export`'s bounds. The message says which,
+    never which contact. Reading the same file again will not help; a new export may."""

@@ -14,18 +14,25 @@ client (queues retry, with the delays SendGrid asks for), and errors as types:
 `RateLimited` (when to try again), `TransientError` (5xx, timeouts, connection errors),
 `Unauthorized` (401/403: fix the key, do not retry), `Rejected` (other 4xx, with SendGrid's
 `errors`). The API key never appears in an exception, a repr or a log line.
+
+A list's full membership comes from a contact export (`start_export`, `export_status`, then
+`open_export_file` per URL; `exporter.list_export` reads the files). Export files live behind
+presigned URLs on another host (S3): they are fetched without the API key, only over https (or
+from the configured base URL itself, for the local sandbox), streamed and capped at
+`MAX_EXPORT_FILE_BYTES`; their URLs (whose query is a credential) are never logged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import io
 import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import IO, Any, Final
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import urllib3
@@ -36,12 +43,19 @@ from exporter.redact import mask_emails
 from exporter.settings import SendGridSettings
 
 log = logging.getLogger(__name__)
+# urllib3 logs every URL it fetches at DEBUG: an export file's presigned URL carries a credential
+# in its query. Whatever the app's log level, urllib3 says no more than INFO.
+logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger("urllib3").level))
 
 SEARCH_CHUNK: Final = 100
 """`POST /v3/marketing/contacts/search/emails` takes at most 100 emails."""
 REMOVE_CHUNK: Final = 100
 """Contact ids per `DELETE .../lists/{id}/contacts` (36 characters each): a 3.7 KB query."""
 LIST_PAGE_SIZE: Final = 1000
+MAX_EXPORT_FILE_BYTES: Final = 4 * 1024**3
+"""At most this many bytes of one export file are read (as sent: gzip-compressed). SendGrid
+splits an export by `max_file_size` (1,000 MB by default here), and gzip shrinks contact rows
+about 4:1, so a real file stays far below; beyond it the download fails as `Rejected`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +116,11 @@ class NotFound(Rejected):
     """404: the list, job or contacts do not exist."""
 
 
+class ExportFileGone(NotFound):
+    """403/404/410 on an export file: its presigned URL has expired or the export is gone.
+    Start a new export; retrying the same URL will not help."""
+
+
 @dataclass(frozen=True, slots=True)
 class ImportJob:
     """An upsert's asynchronous job: `pending`, then `completed`, `errored` or `failed`."""
@@ -117,6 +136,25 @@ class ImportJob:
     @property
     def settled(self) -> bool:
         return self.status != "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class ContactExport:
+    """A contact export: `pending`, then `ready` (its files at `urls`) or `failure` (`message`)."""
+
+    id: str
+    status: str
+    urls: tuple[str, ...] = ()
+    contact_count: int | None = None
+    message: str = ""
+
+    @property
+    def settled(self) -> bool:
+        return self.status != "pending"
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +316,107 @@ class SendGridClient:
             jobs.append(str(answer.get("job_id") or ""))
         return jobs
 
+    def delete_list(self, list_id: str, *, delete_contacts: bool = False) -> None:
+        """Delete a list; with `delete_contacts` also its contacts from the account (which
+        counts against the monthly contact allotment when they come back: tests and tooling)."""
+        self._call(
+            "DELETE",
+            f"/v3/marketing/lists/{quote(list_id, safe='')}",
+            query={"delete_contacts": "true" if delete_contacts else "false"},
+        )
+
+    # --- the list's real membership: contact exports ----------------------------------------
+
+    def start_export(self, list_id: str, *, max_file_size_mb: int = 1000) -> str:
+        """Start a CSV export of one list's members (no notification email); returns its id.
+        Follow it with `export_status`."""
+        body = _json(
+            {
+                "list_ids": [list_id],
+                "file_type": "csv",
+                "max_file_size": max_file_size_mb,
+                "notifications": {"email": False},
+            }
+        )
+        return str(_require(self._call("POST", "/v3/marketing/contacts/exports", body=body), "id"))
+
+    def export_status(self, export_id: str) -> ContactExport:
+        answer = self._call("GET", f"/v3/marketing/contacts/exports/{quote(export_id, safe='')}")
+        urls = answer.get("urls")
+        count = answer.get("contact_count")
+        return ContactExport(
+            id=str(answer.get("id", export_id)),
+            status=str(_require(answer, "status")),
+            urls=tuple(u for u in urls if isinstance(u, str)) if isinstance(urls, list) else (),
+            contact_count=(
+                int(count)
+                if isinstance(count, int | float) and not isinstance(count, bool)
+                else None
+            ),
+            message=mask_emails(str(answer.get("message") or "")),
+        )
+
+    def open_export_file(self, url: str) -> IO[bytes]:
+        """Stream one export file (its bytes as sent: gzip) without the API key; the caller
+        closes it. Only https:// URLs, or URLs on the configured base URL's own scheme, host
+        and port (the local sandbox over http), are fetched; others are `Rejected`.
+
+        A 403/404/410 is `ExportFileGone` (expired or gone: start a new export); 5xx, timeouts
+        and connection errors (also mid-file) are `TransientError`; more than
+        `MAX_EXPORT_FILE_BYTES` is `Rejected`. SendGrid's rate limits do not apply here.
+        """
+        where = _export_url_origin(url, self._base)
+        try:
+            response = self._pool.request(
+                "GET",
+                url,
+                headers={"Accept": "*/*", "User-Agent": self._headers["User-Agent"]},
+                timeout=self._timeout,
+                retries=False,
+                redirect=False,
+                preload_content=False,
+                decode_content=False,
+            )
+        except urllib3.exceptions.TimeoutError:
+            raise TransientError(
+                f"the export file server {where} did not answer within the timeout"
+            ) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientError(
+                f"cannot reach the export file server {where} ({type(exc).__name__})"
+            ) from None
+        status = response.status
+        log.debug("sendgrid export file from %s -> %s", where, status)
+        if status != 200:
+            _discard(response)
+            if status in (403, 404, 410):
+                raise ExportFileGone(
+                    f"the export file has expired or is gone (HTTP {status} from {where}); "
+                    "start a new export",
+                    status=status,
+                )
+            if status == 429:
+                raise RateLimited(
+                    f"the export file server {where} asks to slow down",
+                    retry_after=_retry_after(response.headers, RateLimit()),
+                )
+            if status >= 500:
+                raise TransientError(
+                    f"the export file server {where} failed (HTTP {status})", status=status
+                )
+            raise Rejected(
+                f"the export file server {where} refused the download (HTTP {status})",
+                status=status,
+            )
+        length = _int(response.headers.get("Content-Length"))
+        if length is not None and length > MAX_EXPORT_FILE_BYTES:
+            _discard(response)
+            raise Rejected(
+                f"the export file is {length:,} bytes, more than the "
+                f"{MAX_EXPORT_FILE_BYTES:,} this client reads"
+            )
+        return io.BufferedReader(_ExportFile(response, where), buffer_size=1 << 16)
+
     # --- transport -------------------------------------------------------------------------
 
     def _call(
@@ -372,8 +511,97 @@ def _template(path: str) -> str:
     """`/v3/marketing/lists/<id>/contacts` for logs and rate-limit keys (ids are not logged)."""
     parts = path.split("/")
     known = {"v3", "marketing", "contacts", "lists", "imports", "search", "emails", "count"}
-    known |= {"field_definitions"}
+    known |= {"field_definitions", "exports"}
     return "/".join(p if p in known or not p else "{id}" for p in parts)
+
+
+def _export_url_origin(url: str, base: str) -> str:
+    """`scheme://host[:port]` of an export file URL we may fetch, else `Rejected`: https, or
+    exactly the base URL's scheme, host and port. Never a path, query or credentials (in the
+    message either: a presigned URL's query is a credential)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        base_parts = urlsplit(base)
+        base_port = base_parts.port
+    except (TypeError, ValueError):
+        raise Rejected("the export file URL is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if not host or scheme not in ("http", "https"):
+        shown = f"a {scheme}: URL" if scheme else "a URL without a scheme"
+        raise Rejected(
+            f"refusing to fetch an export file from {shown}: only https:// URLs (or the "
+            "configured SendGrid base URL) are allowed"
+        )
+    defaults = {"http": 80, "https": 443}
+    where = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    if parts.username is not None or parts.password is not None:
+        raise Rejected(f"refusing to fetch an export file from a URL with credentials ({where})")
+    same_origin = (
+        scheme == base_parts.scheme.lower()
+        and host == (base_parts.hostname or "").lower()
+        and (port or defaults[scheme]) == (base_port or defaults.get(scheme))
+    )
+    if scheme != "https" and not same_origin:
+        raise Rejected(
+            f"refusing to fetch an export file over plain http from {where}: only https:// URLs "
+            "(or the configured SendGrid base URL) are allowed"
+        )
+    return where
+
+
+def _discard(response: urllib3.BaseHTTPResponse) -> None:
+    """Let go of an answer whose body we do not want: its connection is closed, not reused."""
+    response.close()
+    response.release_conn()
+
+
+class _ExportFile(io.RawIOBase):
+    """An export file's body as it arrives, capped at MAX_EXPORT_FILE_BYTES, with transport
+    errors as `TransientError`s. Closing it closes the connection unless the body was read."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, where: str) -> None:
+        super().__init__()
+        self._response = response
+        self._where = where
+        self._read = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), MAX_EXPORT_FILE_BYTES + 1 - self._read)
+        try:
+            data = self._response.read(max(want, 1))
+        except urllib3.exceptions.TimeoutError:
+            raise TransientError(
+                f"the export file server {self._where} stopped sending within the timeout"
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TransientError(
+                f"the export file download from {self._where} broke off ({type(exc).__name__})"
+            ) from None
+        if not data:
+            self._done = True
+            return 0
+        self._read += len(data)
+        if self._read > MAX_EXPORT_FILE_BYTES:
+            raise Rejected(
+                f"the export file is larger than the {MAX_EXPORT_FILE_BYTES:,} bytes this "
+                "client reads"
+            )
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            if not self._done:
+                self._response.close()
+            self._response.release_conn()
+        super().close()
 
 
 def _json(value: Any) -> bytes:

@@ -12,19 +12,33 @@ What it reproduces of SendGrid:
   fields merged on update, custom fields by id (`e1_T`) with Number, Date and Text (at most
   1,000 characters) values checked, field names as SendGrid allows them (letters, digits, _; not
   starting with a digit; unique regardless of case);
+- contact exports (`POST /v3/marketing/contacts/exports`, then its status): `pending` for
+  `--export-delay`, then `ready` with the members visible at that moment (or `failure`), written
+  once as gzip-compressed CSV or JSON Lines files split by `max_file_size`, served like S3
+  presigned URLs from the sandbox itself (`/__sandbox/export-files/<id>/<n>?sig=...`: no API key;
+  a wrong signature is a 403; a request that also carries an Authorization header is a 400, as
+  S3 answers to two auth mechanisms). The CSV layout (`sandbox_store.EXPORT_CSV_COLUMNS`) is our
+  best knowledge of SendGrid's real export, not a documented format;
+- list deletion, keeping the contacts or deleting them from the account (`delete_contacts`);
 - bearer-key auth, a fixed-window rate limit per key with `X-RateLimit-*` headers on every /v3
-  answer, 429s; faults on demand: 500s, 429s, latency, dropped connections, errored contacts and
-  failed jobs (`--seed` makes them reproducible).
+  answer, 429s; faults on demand: 500s, 429s, latency, dropped connections (before the request
+  is handled: nothing changes), lost answers (after it is handled: it took effect, but the client
+  sees a connection error), errored contacts, failed jobs, failed exports, and SendGrid's lag
+  (`--list-lag`: list membership changes become visible to counts, members, a contact's
+  `list_ids` and exports only that many seconds later); `--seed` makes the dice reproducible.
 
-What it does not: other endpoints of those specs answer 501 (list rename/delete, contact
-export/delete, SGQL search, ...); contacts are identified by email only (SendGrid also takes
-phone_number_id, external_id and anonymous_id); removing contacts from a list takes effect at once
-(SendGrid does it in a background job whose id this answers but does not track); segments, billing
-and subusers do not exist; custom field values are kept as sent (SendGrid normalises dates).
+What it does not: other endpoints of those specs answer 501 (list rename, contact delete, SGQL
+search, ...); contacts are identified by email only (SendGrid also takes phone_number_id,
+external_id and anonymous_id); a removal from a list, and a list deletion with its contacts, run
+in SendGrid as background jobs whose ids this answers but does not track (here: a removal after
+the list lag, a deletion at once); segments (an export naming any is a 400), billing and
+subusers do not exist; custom field values are kept as sent (SendGrid normalises dates); export
+notifications are not sent; exports' `expires_at` is not enforced, but only the files of the
+latest `KEPT_EXPORTS` exports are kept (older URLs answer 404 "expired").
 
 Control endpoints under `/__sandbox/` (no auth, no rate limit) let tests and the local stack read
 the state, change faults and reset; see `SandboxApp._control`. Logs carry method, path, status
-and duration, never a body or the API key.
+and duration, never a body, a query string (export signatures) or the API key.
 """
 
 from __future__ import annotations
@@ -67,8 +81,12 @@ from werkzeug.wrappers import Request, Response
 
 from exporter.local.process import configure_logging, serve_until_signal
 from exporter.local.sandbox_store import (
+    MB,
     Conflict,
+    Expired,
+    ExportInfo,
     FieldType,
+    Forbidden,
     JobInfo,
     NotFound,
     SandboxStore,
@@ -158,6 +176,14 @@ class Faults:
     job_delay: float = 0.5
     rate_limit: int = 600
     rate_window: float = 60.0
+    export_delay: float = 0.5
+    """Seconds a contact export stays `pending`."""
+    export_fail_rate: float = 0.0
+    """Fraction of contact exports that end `failure`."""
+    list_lag: float = 0.0
+    """Seconds before a list membership change (a join by an upsert job, a removal) is visible."""
+    lose_rate: float = 0.0
+    """Fraction of /v3 requests handled (they take effect) whose answer is never sent."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -166,12 +192,15 @@ class Faults:
             "drop_rate",
             "contact_error_rate",
             "job_fail_rate",
+            "export_fail_rate",
+            "lose_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if self.latency_ms < 0 or self.job_delay < 0:
-            raise ValueError("latency_ms and job_delay must not be negative")
+        for name in ("latency_ms", "job_delay", "export_delay", "list_lag"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
         if self.rate_limit < 1:
             raise ValueError("rate_limit must be at least 1")
         if self.rate_window <= 0:
@@ -414,7 +443,12 @@ def _rate_headers(limit: int, remaining: int, reset: int) -> dict[str, str]:
 
 
 class DroppedConnection(ConnectionAbortedError):
-    """Raised to the WSGI server so it sends nothing (werkzeug treats it as a dropped client)."""
+    """Raised to the WSGI server so it sends nothing (werkzeug treats it as a dropped client).
+    `outcome` is "dropped" (before handling) or "lost" (after)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(f"connection closed by the sandbox without an answer ({outcome})")
+        self.outcome = outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,13 +534,19 @@ class SandboxApp:
     # --- import jobs ---------------------------------------------------------------------------
 
     def _run_jobs(self) -> None:
-        """Finish each pending job once its delay has passed; sleeps until the next one is due."""
+        """Finish each pending import job and export once its delay has passed, and make lagged
+        list changes visible when due; sleeps until the next of them is due."""
         while not self._stopping.is_set():
             self._wake.clear()
             try:
                 self._finish_due_jobs()
             except Exception:  # keep the thread alive; a broken job must not stop the others
                 log.exception("import job failed inside the sandbox")
+            try:
+                self._finish_due_exports()
+            except Exception:
+                log.exception("contact export failed inside the sandbox")
+            self.store.apply_due_changes()
             next_due = self.store.next_due()
             timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
             self._wake.wait(timeout)
@@ -524,9 +564,30 @@ class SandboxApp:
                     i for i in range(job.requested_count) if self._roll(faults.contact_error_rate)
                 }
             try:
-                self.store.apply_upsert(job_id, error_indexes=errored, fail=fail)
+                self.store.apply_upsert(
+                    job_id, error_indexes=errored, fail=fail, lag=faults.list_lag
+                )
             except NotFound:
                 continue
+
+    def _finish_due_exports(self) -> None:
+        for export_id in self.store.due_exports(time.monotonic()):
+            fail = self._roll(self._faults.export_fail_rate)
+            started = time.perf_counter()
+            try:
+                done = self.store.finish_export(
+                    export_id, fail=fail, message="the export failed (injected fault)"
+                )
+            except NotFound:  # reset in between
+                continue
+            log.info(
+                "export %s %s: %s contacts, %d files in %.1fs",
+                export_id,
+                done.status,
+                done.contact_count,
+                done.file_count,
+                time.perf_counter() - started,
+            )
 
     # --- WSGI ----------------------------------------------------------------------------------
 
@@ -537,8 +598,8 @@ class SandboxApp:
         if request.path.startswith("/v3/"):
             try:
                 response = self._v3(request)
-            except DroppedConnection:
-                log.info("%s %s dropped", request.method, request.path)
+            except DroppedConnection as exc:
+                log.info("%s %s %s", request.method, request.path, exc.outcome)
                 raise
         elif request.path.startswith("/__sandbox/"):
             response = self._control(request)
@@ -554,7 +615,8 @@ class SandboxApp:
             self._counts[(key, status)] += 1
 
     def _v3(self, request: Request) -> Response:
-        """Latency, drop, injected 500, injected 429, auth, rate limit, validation, handler."""
+        """Latency, drop, injected 500, injected 429, auth, rate limit, validation, handler,
+        then maybe a lost answer."""
         faults = self._faults
         found = _find_route(request.path)
         key = f"{request.method} {found[0].template if found else '(unknown path)'}"
@@ -588,12 +650,15 @@ class SandboxApp:
                     log.exception("%s %s failed inside the sandbox", request.method, request.path)
                     response = _error(500, "internal sandbox error")
         response.headers.update(_rate_headers(limit, remaining, reset))
+        if self._roll(faults.lose_rate):
+            self._count(key, "lost")
+            self._drop(request, outcome="lost")
         self._count(key, str(response.status_code))
         return response
 
-    def _drop(self, request: Request) -> None:
-        """Read the request (discarding it), then close the connection without a byte of
-        answer, so the client sees a connection error and not a response."""
+    def _drop(self, request: Request, outcome: str = "dropped") -> None:
+        """Read the request (discarding what is left of it), then close the connection without
+        a byte of answer, so the client sees a connection error and not a response."""
         try:
             while request.stream.read(1 << 16):
                 pass
@@ -603,7 +668,7 @@ class SandboxApp:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        raise DroppedConnection("connection dropped by the sandbox (injected fault)")
+        raise DroppedConnection(outcome)
 
     def _dispatch(self, request: Request, found: tuple[_Route, tuple[str, ...]] | None) -> Response:
         if found is None:
@@ -760,10 +825,62 @@ class SandboxApp:
         if self.store.get_list(call.params[0]) is None:
             return _error(404, "list not found")
         try:
-            self.store.remove_from_list(call.params[0], ids)
+            self.store.remove_from_list(call.params[0], ids, lag=self._faults.list_lag)
         except NotFound as exc:
             return _error(404, str(exc), "contact_ids")
         return _json(202, {"job_id": str(uuid.uuid4())})
+
+    def _delete_list(self, call: _Call) -> Response:
+        delete_contacts = call.request.args.get("delete_contacts", "").lower() == "true"
+        try:
+            self.store.delete_list(call.params[0], delete_contacts=delete_contacts)
+        except NotFound:
+            return _error(404, "list not found")
+        if delete_contacts:  # SendGrid deletes the contacts in a job; here they are gone
+            return _json(200, {"job_id": str(uuid.uuid4())})
+        return Response(status=204)
+
+    def _start_export(self, call: _Call) -> Response:
+        body: dict[str, Any] = call.body
+        if body.get("segment_ids"):
+            return _error(400, "segments do not exist in the sandbox", "segment_ids")
+        max_file_size = int(body.get("max_file_size", 5000))
+        if max_file_size < 1:
+            return _error(400, "must be at least 1", "max_file_size")
+        due = time.monotonic() + self._faults.export_delay
+        try:
+            export = self.store.submit_export(
+                body.get("list_ids") or [],
+                due=due,
+                file_type="json" if body.get("file_type") == "json" else "csv",
+                max_file_bytes=max_file_size * MB,
+            )
+        except NotFound as exc:
+            return _error(404, str(exc), "list_ids")
+        self._wake.set()
+        meta = {"self": f"{call.base}/v3/marketing/contacts/exports/{export.id}"}
+        return _json(202, {"id": export.id, "_metadata": meta})
+
+    def _get_export(self, call: _Call) -> Response:
+        export = self.store.export(call.params[0])
+        if export is None:
+            return _error(404, "export not found")
+        return _json(200, _export_view(export, call.base))
+
+    def _get_exports(self, call: _Call) -> Response:
+        names = {x.id: x.name for x in self.store.lists()}
+        result = []
+        for export in self.store.exports():
+            view = _export_view(export, call.base)
+            view.pop("updated_at")
+            view.pop("contact_count", None)
+            view.pop("message", None)
+            view["export_type"] = "list_export" if export.list_ids else "contacts_export"
+            view["lists"] = [{"ID": x, "Name": names.get(x, "")} for x in export.list_ids]
+            view["segments"] = []
+            result.append(view)
+        meta = {"self": f"{call.base}/v3/marketing/contacts/exports"}
+        return _json(200, {"result": result, "_metadata": meta})
 
     def _get_field_definitions(self, call: _Call) -> Response:
         custom = [
@@ -805,7 +922,8 @@ class SandboxApp:
     # --- control endpoints ---------------------------------------------------------------------
 
     def _control(self, request: Request) -> Response:
-        """`/__sandbox/...`: state, faults, reset, list members, request counts, job errors."""
+        """`/__sandbox/...`: state, faults, reset, list members, request counts, job errors,
+        export files (signed URLs, no key)."""
         method, path = request.method.upper(), request.path
         parts = path.strip("/").split("/")[1:]
         routes: dict[tuple[str, ...], tuple[str, Callable[[], Response]]] = {
@@ -819,6 +937,8 @@ class SandboxApp:
             routes[tuple(parts)] = ("GET", lambda: self._members(parts[1], by_id))
         if len(parts) == 2 and parts[0] == "import-errors":
             routes[tuple(parts)] = ("GET", lambda: self._import_errors(parts[1]))
+        if len(parts) == 3 and parts[0] == "export-files":
+            routes[tuple(parts)] = ("GET", lambda: self._export_file(request, parts[1], parts[2]))
         found = routes.get(tuple(parts))
         if found is None:
             return _error(404, "not found")
@@ -860,6 +980,32 @@ class SandboxApp:
         except NotFound:
             return _error(404, "list not found")
 
+    def _export_file(self, request: Request, export_id: str, number: str) -> Response:
+        """An export file, as an S3 presigned URL serves it: the signature in the query is the
+        only credential; gzip bytes as stored (no Content-Encoding: the client unpacks them)."""
+        response = self._export_file_answer(request, export_id, number)
+        self._count("GET /__sandbox/export-files/{id}/{n}", str(response.status_code))
+        return response
+
+    def _export_file_answer(self, request: Request, export_id: str, number: str) -> Response:
+        if "Authorization" in request.headers:
+            return _error(
+                400,
+                "only one auth mechanism allowed: the URL's signature, or an Authorization "
+                "header, not both",
+            )
+        if not number.isdigit():
+            return _error(404, "export file not found")
+        try:
+            data = self.store.export_file(export_id, int(number), request.args.get("sig", ""))
+        except Forbidden:
+            return _error(403, "the signature does not match")
+        except Expired:
+            return _error(404, "the export file has expired")
+        except NotFound:
+            return _error(404, "export file not found")
+        return Response(data, status=200, mimetype="application/gzip")
+
     def _import_errors(self, job_id: str) -> Response:
         try:
             errors = self.store.job_errors(job_id)
@@ -872,7 +1018,9 @@ class SandboxApp:
         return Response(out.getvalue(), mimetype="text/csv")
 
     def _request_counts(self) -> dict[str, int]:
-        """{"PUT /v3/marketing/contacts 202": 3, ...}: flat, so a test can sum what it wants."""
+        """{"PUT /v3/marketing/contacts 202": 3, ...}: flat, so a test can sum what it wants.
+        /v3 requests and export file downloads; the status is "dropped" or "lost" for those
+        answered with a closed connection."""
         with self._counts_lock:
             return {f"{key} {status}": n for (key, status), n in sorted(self._counts.items())}
 
@@ -887,7 +1035,11 @@ _HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     ("POST", "/v3/marketing/lists"): SandboxApp._create_list,
     ("GET", "/v3/marketing/lists/{id}"): SandboxApp._get_list,
     ("GET", "/v3/marketing/lists/{id}/contacts/count"): SandboxApp._list_contact_count,
+    ("DELETE", "/v3/marketing/lists/{id}"): SandboxApp._delete_list,
     ("DELETE", "/v3/marketing/lists/{id}/contacts"): SandboxApp._remove_from_list,
+    ("POST", "/v3/marketing/contacts/exports"): SandboxApp._start_export,
+    ("GET", "/v3/marketing/contacts/exports"): SandboxApp._get_exports,
+    ("GET", "/v3/marketing/contacts/exports/{id}"): SandboxApp._get_export,
     ("GET", "/v3/marketing/field_definitions"): SandboxApp._get_field_definitions,
     ("POST", "/v3/marketing/field_definitions"): SandboxApp._create_field_definition,
 }
@@ -931,6 +1083,29 @@ def _job_view(job: JobInfo, base: str) -> dict[str, Any]:
     }
     if job.finished_at is not None:
         view["finished_at"] = iso_timestamp(job.finished_at)
+    return view
+
+
+def _export_view(export: ExportInfo, base: str) -> dict[str, Any]:
+    """The spec's `ContactExport`; file URLs carry the export's signature, like presigned URLs."""
+    view: dict[str, Any] = {
+        "id": export.id,
+        "status": export.status,
+        "created_at": iso_timestamp(export.created_at),
+        "updated_at": iso_timestamp(export.updated_at),
+        "expires_at": iso_timestamp(export.expires_at),
+    }
+    if export.completed_at is not None:
+        view["completed_at"] = iso_timestamp(export.completed_at)
+    if export.status == "ready":
+        view["urls"] = [
+            f"{base}/__sandbox/export-files/{export.id}/{n}?sig={export.token}"
+            for n in range(1, export.file_count + 1)
+        ]
+        view["contact_count"] = export.contact_count
+    if export.status == "failure":
+        view["message"] = export.message
+    view["_metadata"] = {"self": f"{base}/v3/marketing/contacts/exports/{export.id}"}
     return view
 
 
@@ -1040,6 +1215,10 @@ def _parser() -> argparse.ArgumentParser:
     flag("drop-rate", float, d.drop_rate, "fraction of /v3 requests whose connection is dropped")
     flag("contact-error-rate", float, d.contact_error_rate, "fraction of upserted contacts errored")
     flag("job-fail-rate", float, d.job_fail_rate, "fraction of import jobs that end failed")
+    flag("export-delay", float, d.export_delay, "seconds a contact export stays pending")
+    flag("export-fail-rate", float, d.export_fail_rate, "fraction of exports that end failure")
+    flag("list-lag", float, d.list_lag, "seconds before list membership changes are visible")
+    flag("lose-rate", float, d.lose_rate, "fraction of /v3 requests handled but never answered")
     flag("seed", int, None, "seed for the fault dice, for reproducible runs")
     flag("log-level", str, "INFO", "DEBUG, INFO, WARNING or ERROR (default %(default)s)")
     return parser
@@ -1060,6 +1239,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SandboxConfig, 
             job_delay=args.job_delay,
             rate_limit=args.rate_limit,
             rate_window=args.rate_window,
+            export_delay=args.export_delay,
+            export_fail_rate=args.export_fail_rate,
+            list_lag=args.list_lag,
+            lose_rate=args.lose_rate,
         )
     except ValueError as exc:
         parser.error(str(exc))

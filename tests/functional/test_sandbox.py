@@ -2,13 +2,17 @@
 
 It must reject what the official spec and SendGrid's documented limits reject, with SendGrid's
 error shape; run upserts as import jobs; limit and fault requests as configured; and answer
-every endpoint with bodies that validate against the spec's response schemas.
+every endpoint with bodies that validate against the spec's response schemas. Contact exports
+end in gzip files served like presigned URLs; lists can be deleted; SendGrid's lag and lost
+answers can be injected.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import itertools
 import json
 import math
 import time
@@ -851,3 +855,381 @@ def test_the_app_also_runs_in_process() -> None:
 
         assert (created.status_code, accepted.status_code) == (201, 202)
         assert app.store.list_members(list_id) == [ONE]
+
+
+# --- contact exports -----------------------------------------------------------------------------
+
+
+def start_export(sandbox: SandboxProcess, body: dict[str, Any]) -> str:
+    answer = call(sandbox, "POST", "/v3/marketing/contacts/exports", body)
+    assert answer.status == 202, answer.raw
+    export_id: str = answer.body["id"]
+    return export_id
+
+
+def wait_for_export(sandbox: SandboxProcess, export_id: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = call(sandbox, "GET", f"/v3/marketing/contacts/exports/{export_id}")
+        assert answer.status == 200, answer.raw
+        if answer.body["status"] != "pending":
+            export: dict[str, Any] = answer.body
+            return export
+        assert time.monotonic() < deadline, f"export {export_id} still pending"
+        time.sleep(0.02)
+
+
+def download(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET an export file URL as S3 would be asked: no API key unless `headers` say so."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def csv_rows(data: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(gzip.decompress(data).decode("utf-8"), newline="")))
+
+
+def test_an_export_goes_pending_then_ready_with_gzip_csv_files(sandbox: SandboxProcess) -> None:
+    sandbox.faults(export_delay=0.3)
+    list_id = make_list(sandbox)
+    tier = make_field(sandbox, "Tier", "Text")
+    score = make_field(sandbox, "score", "Number")
+    wait_for_job(sandbox, upsert(sandbox, [{"email": "zed@example.com"}]))  # not a member
+    wait_for_job(
+        sandbox,
+        upsert(
+            sandbox,
+            [
+                {
+                    "email": "Ann@Example.com",
+                    "first_name": "Ann, Jr",
+                    "custom_fields": {tier: "gold", score: 12},
+                },
+                {"email": "bob@example.com", "custom_fields": {score: 2.5}},
+            ],
+            [list_id],
+        ),
+    )
+    body = {"list_ids": [list_id], "file_type": "csv", "notifications": {"email": False}}
+
+    started = call(sandbox, "POST", "/v3/marketing/contacts/exports", body)
+    export_id = started.body["id"]
+    pending = call(sandbox, "GET", f"/v3/marketing/contacts/exports/{export_id}")
+    ready = wait_for_export(sandbox, export_id)
+    listed = call(sandbox, "GET", "/v3/marketing/contacts/exports")
+    status, headers, data = download(ready["urls"][0])
+
+    assert started.status == 202
+    assert started.body["_metadata"]["self"].endswith(f"/v3/marketing/contacts/exports/{export_id}")
+    assert pending.body["status"] == "pending"
+    assert "urls" not in pending.body
+    assert ready["status"] == "ready"
+    assert ready["contact_count"] == 2
+    assert len(ready["urls"]) == 1
+    assert {"created_at", "updated_at", "completed_at", "expires_at"} <= set(ready)
+    assert [x["id"] for x in listed.body["result"]] == [export_id]
+    assert listed.body["result"][0]["lists"] == [{"ID": list_id, "Name": "Newsletter"}]
+    for answer in (started, pending, listed):
+        assert_valid_response(answer)
+    assert_valid_response(call(sandbox, "GET", f"/v3/marketing/contacts/exports/{export_id}"))
+    assert status == 200
+    assert headers["Content-Type"] == "application/gzip"
+    assert "Content-Encoding" not in headers  # as S3 serves it: the client unpacks the gzip
+    assert data[:2] == b"\x1f\x8b"
+    rows = csv_rows(data)
+    assert [r["EMAIL"] for r in rows] == ["ann@example.com", "bob@example.com"]
+    assert (rows[0]["FIRST_NAME"], rows[0]["Tier"], rows[0]["score"]) == ("Ann, Jr", "gold", "12")
+    assert (rows[1]["FIRST_NAME"], rows[1]["Tier"], rows[1]["score"]) == ("", "", "2.5")
+    assert list(rows[0])[:2] == ["EMAIL", "FIRST_NAME"]
+    assert list(rows[0])[-3:] == ["CONTACT_ID", "Tier", "score"]
+    assert sandbox.requests()["GET /__sandbox/export-files/{id}/{n} 200"] == 1
+
+
+def test_an_export_is_split_into_files_of_at_most_max_file_size_mb(
+    sandbox: SandboxProcess,
+) -> None:
+    sandbox.faults(export_delay=0)
+    list_id = make_list(sandbox)
+    contacts = [
+        {
+            "email": f"user{i:05d}@example.com",
+            "first_name": "F" * 50,
+            "last_name": "L" * 50,
+            "address_line_1": "A" * 100,
+            "address_line_2": "B" * 100,
+            "city": "C" * 60,
+        }
+        for i in range(4_000)
+    ]
+    wait_for_job(sandbox, upsert(sandbox, contacts, [list_id]))
+
+    export = wait_for_export(
+        sandbox, start_export(sandbox, {"list_ids": [list_id], "max_file_size": 1})
+    )
+    files = [gzip.decompress(download(url)[2]) for url in export["urls"]]
+
+    assert export["contact_count"] == 4_000
+    assert len(files) == 2  # about 1.9 MB of CSV
+    assert all(len(f) <= 1_000_000 for f in files)
+    for full, following in itertools.pairwise(files):  # each file as full as a row allows
+        next_row = following.split(b"\r\n")[1] + b"\r\n"
+        assert len(full) + len(next_row) > 1_000_000
+    emails = [r["EMAIL"] for f in files for r in csv.DictReader(io.StringIO(f.decode()))]
+    assert emails == [c["email"] for c in contacts]
+
+
+def test_a_json_export_is_json_lines(sandbox: SandboxProcess) -> None:
+    sandbox.faults(export_delay=0)
+    list_id = make_list(sandbox)
+    score = make_field(sandbox, "score", "Number")
+    wait_for_job(
+        sandbox,
+        upsert(
+            sandbox,
+            [{"email": "ann@example.com", "first_name": "Ann", "custom_fields": {score: 3}}],
+            [list_id],
+        ),
+    )
+
+    export = wait_for_export(
+        sandbox, start_export(sandbox, {"list_ids": [list_id], "file_type": "json"})
+    )
+    lines = gzip.decompress(download(export["urls"][0])[2]).decode().splitlines()
+
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert (row["email"], row["first_name"], row["custom_fields"]) == (
+        "ann@example.com",
+        "Ann",
+        {"score": 3},
+    )
+
+
+def test_an_export_without_list_ids_holds_every_contact(sandbox: SandboxProcess) -> None:
+    sandbox.faults(export_delay=0)
+    list_id = make_list(sandbox)
+    wait_for_job(sandbox, upsert(sandbox, [ONE], [list_id]))
+    wait_for_job(sandbox, upsert(sandbox, [{"email": "bob@example.com"}]))
+
+    export = wait_for_export(sandbox, start_export(sandbox, {}))
+
+    assert export["contact_count"] == 2
+    assert [r["EMAIL"] for r in csv_rows(download(export["urls"][0])[2])] == [
+        "ann@example.com",
+        "bob@example.com",
+    ]
+
+
+def test_export_file_urls_need_their_signature_no_api_key_and_expire(
+    sandbox: SandboxProcess,
+) -> None:
+    sandbox.faults(export_delay=0)
+    list_id = make_list(sandbox)
+    wait_for_job(sandbox, upsert(sandbox, [ONE], [list_id]))
+    urls = [
+        wait_for_export(sandbox, start_export(sandbox, {"list_ids": [list_id]}))["urls"][0]
+        for _ in range(21)  # the sandbox keeps the files of the latest 20
+    ]
+    oldest, newest = urls[0], urls[-1]
+    base, _, sig = newest.partition("?sig=")
+
+    forged = download(f"{base}?sig={'x' * len(sig)}")
+    unsigned = download(base)
+    keyed = download(newest, {"Authorization": f"Bearer {KEY}"})
+    unknown = download(f"{sandbox.url}/__sandbox/export-files/{uuid.uuid4()}/1?sig={sig}")
+    expired = download(oldest)
+    second = download(urls[1])
+
+    assert (forged[0], unsigned[0]) == (403, 403)
+    assert keyed[0] == 400  # S3: one auth mechanism only; so a client must not send its key
+    assert b"only one auth mechanism" in keyed[2]
+    assert unknown[0] == 404
+    assert expired[0] == 404
+    assert json.loads(expired[2])["errors"][0]["message"] == "the export file has expired"
+    assert second[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "message"),
+    [
+        pytest.param(
+            {"list_ids": ["not-a-uuid"]}, 400, "list_ids[0]", "must be a uuid", id="not-uuid"
+        ),
+        pytest.param({"file_type": "xml"}, 400, "file_type", "must be one of csv, json", id="xml"),
+        pytest.param(
+            {"max_file_size": "big"}, 400, "max_file_size", "must be of type integer", id="size"
+        ),
+        pytest.param({"max_file_size": 0}, 400, "max_file_size", "must be at least 1", id="zero"),
+        pytest.param(
+            {"segment_ids": ["abc"]},
+            400,
+            "segment_ids",
+            "segments do not exist in the sandbox",
+            id="segments",
+        ),
+        pytest.param(
+            {"list_ids": [LIST_ID]},
+            404,
+            "list_ids",
+            f"list {LIST_ID} does not exist",
+            id="unknown-list",
+        ),
+    ],
+)
+def test_an_export_request_the_spec_or_the_sandbox_refuses(
+    sandbox: SandboxProcess, body: dict[str, Any], status: int, field: str, message: str
+) -> None:
+    answer = call(sandbox, "POST", "/v3/marketing/contacts/exports", body)
+
+    assert answer.status == status
+    assert answer.errors() == [{"field": field, "message": message}]
+    assert sandbox.state()["exports"] == {"pending": 0, "ready": 0, "failure": 0}
+
+
+def test_an_unknown_export_is_a_404(sandbox: SandboxProcess) -> None:
+    answer = call(sandbox, "GET", f"/v3/marketing/contacts/exports/{uuid.uuid4()}")
+
+    assert answer.status == 404
+    assert answer.errors() == [{"message": "export not found"}]
+
+
+def test_export_fail_rate_ends_exports_in_failure(sandbox: SandboxProcess) -> None:
+    sandbox.faults(export_delay=0, export_fail_rate=1)
+    list_id = make_list(sandbox)
+
+    export = wait_for_export(sandbox, start_export(sandbox, {"list_ids": [list_id]}))
+
+    assert export["status"] == "failure"
+    assert export["message"] == "the export failed (injected fault)"
+    assert "urls" not in export
+    assert_valid_response(call(sandbox, "GET", f"/v3/marketing/contacts/exports/{export['id']}"))
+
+
+# --- list deletion -------------------------------------------------------------------------------
+
+
+def test_deleting_a_list_keeps_its_contacts_unless_told(sandbox: SandboxProcess) -> None:
+    kept, doomed, other = (make_list(sandbox, n) for n in ("Kept", "Doomed", "Other"))
+    wait_for_job(sandbox, upsert(sandbox, [ONE], [kept, other]))
+    wait_for_job(sandbox, upsert(sandbox, [{"email": "bob@example.com"}], [doomed, other]))
+    found = call(
+        sandbox, "POST", "/v3/marketing/contacts/search/emails", {"emails": ["bob@example.com"]}
+    )
+    bob = found.body["result"]["bob@example.com"]["contact"]["id"]
+
+    gone = call(sandbox, "DELETE", f"/v3/marketing/lists/{kept}")
+    again = call(sandbox, "DELETE", f"/v3/marketing/lists/{kept}")
+    upload = call(sandbox, "PUT", "/v3/marketing/contacts", {"contacts": [ONE], "list_ids": [kept]})
+    count_after_keep = call(sandbox, "GET", "/v3/marketing/contacts/count").body["contact_count"]
+    same_name = call(sandbox, "POST", "/v3/marketing/lists", {"name": "Kept"})
+    with_contacts = call(sandbox, "DELETE", f"/v3/marketing/lists/{doomed}?delete_contacts=true")
+
+    assert (gone.status, gone.raw) == (204, b"")
+    assert again.status == 404
+    assert call(sandbox, "GET", f"/v3/marketing/lists/{kept}").status == 404
+    assert upload.status == 400
+    assert upload.errors() == [{"field": "list_ids", "message": f"list {kept} does not exist"}]
+    assert count_after_keep == 2
+    assert same_name.status == 201
+    assert with_contacts.status == 200
+    assert "job_id" in with_contacts.body
+    assert_valid_response(with_contacts)
+    assert call(sandbox, "GET", "/v3/marketing/contacts/count").body["contact_count"] == 1
+    assert call(sandbox, "GET", f"/v3/marketing/contacts/{bob}").status == 404
+    assert [m["email"] for m in sandbox.list_members(other)] == ["ann@example.com"]
+    assert sandbox.requests()["DELETE /v3/marketing/lists/{id} 204"] == 1
+
+
+# --- SendGrid's lag and lost answers -------------------------------------------------------------
+
+
+def test_list_lag_hides_a_join_and_a_removal_until_it_has_passed(
+    sandbox: SandboxProcess,
+) -> None:
+    lag = 0.8
+    sandbox.faults(list_lag=lag, export_delay=0)
+    list_id = make_list(sandbox)
+
+    sent = time.monotonic()  # the join is applied after this, so visible after sent + lag
+    job = wait_for_job(sandbox, upsert(sandbox, [ONE], [list_id]))
+    found = call(
+        sandbox, "POST", "/v3/marketing/contacts/search/emails", {"emails": [ONE["email"]]}
+    )
+    contact = found.body["result"][ONE["email"]]["contact"]
+    hidden = (
+        call(sandbox, "GET", f"/v3/marketing/lists/{list_id}").body["contact_count"],
+        call(sandbox, "GET", f"/v3/marketing/lists/{list_id}/contacts/count").body,
+        call(sandbox, "GET", "/v3/marketing/lists").body["result"][0]["contact_count"],
+        sandbox.list_members(list_id),
+        contact["list_ids"],
+        wait_for_export(sandbox, start_export(sandbox, {"list_ids": [list_id]}))["contact_count"],
+    )
+    hidden_at = time.monotonic()
+    time.sleep(max(0.0, hidden_at + lag + 0.1 - time.monotonic()))
+    visible = sandbox.list_members(list_id)
+    removal_sent = time.monotonic()
+    removed = call(
+        sandbox, "DELETE", f"/v3/marketing/lists/{list_id}/contacts?contact_ids={contact['id']}"
+    )
+    still = call(sandbox, "GET", f"/v3/marketing/lists/{list_id}/contacts/count").body
+    still_at = time.monotonic()
+    time.sleep(max(0.0, still_at + lag + 0.1 - time.monotonic()))
+
+    assert job["status"] == "completed"
+    assert hidden_at - sent < lag, "too slow to observe the lag"
+    assert hidden == (0, {"contact_count": 0, "billable_count": 0}, 0, [], [], 0)
+    assert visible == [ONE]
+    assert removed.status == 202
+    assert still_at - removal_sent < lag, "too slow to observe the lag"
+    assert still["contact_count"] == 1
+    assert sandbox.list_members(list_id) == []
+    assert sandbox.state()["pending_list_changes"] == 0
+
+
+def test_a_lost_answer_took_effect_but_the_client_saw_a_connection_error(
+    sandbox: SandboxProcess,
+) -> None:
+    sandbox.faults(export_delay=0)
+    list_id = make_list(sandbox)
+    sandbox.faults(lose_rate=1)
+
+    with pytest.raises(OSError) as upsert_error:
+        call(sandbox, "PUT", "/v3/marketing/contacts", {"contacts": [ONE], "list_ids": [list_id]})
+    with pytest.raises(OSError):
+        call(sandbox, "POST", "/v3/marketing/contacts/exports", {"list_ids": [list_id]})
+    counts = sandbox.requests()  # control endpoints are never lost
+    sandbox.faults(lose_rate=0)
+    deadline = time.monotonic() + 10
+    while sandbox.state()["jobs"]["completed"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    error = upsert_error.value
+    assert not isinstance(error, urllib.error.HTTPError)
+    assert isinstance(error, ConnectionError) or isinstance(
+        getattr(error, "reason", None), ConnectionError
+    )
+    assert counts["PUT /v3/marketing/contacts lost"] == 1
+    assert counts["POST /v3/marketing/contacts/exports lost"] == 1
+    assert "PUT /v3/marketing/contacts 202" not in counts
+    assert sandbox.list_members(list_id) == [ONE]  # the upsert took effect
+    assert sandbox.state()["exports"]["ready"] == 1  # and so did the export
+    assert len(call(sandbox, "GET", "/v3/marketing/contacts/exports").body["result"]) == 1
+
+
+def test_new_knobs_come_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter.local.sandbox import config_from_args
+
+    monkeypatch.setenv("SANDBOX_LOSE_RATE", "0.25")
+    monkeypatch.setenv("SANDBOX_EXPORT_FAIL_RATE", "0.5")
+
+    config, _ = config_from_args(["--export-delay", "2", "--list-lag", "3", "--lose-rate", "0.1"])
+
+    faults = config.faults
+    assert (faults.export_delay, faults.list_lag) == (2.0, 3.0)
+    assert (faults.lose_rate, faults.export_fail_rate) == (0.1, 0.5)  # flags win over SANDBOX_*
+    with pytest.raises(SystemExit):
+        config_from_args(["--list-lag", "-1"])

@@ -1,19 +1,27 @@
-"""The SendGrid client against the sandbox over real HTTP: every call, and every error type."""
+"""The SendGrid client against the sandbox over real HTTP: every call, and every error type;
+contact exports read back with `exporter.list_export`, and export file downloads (no API key,
+URL policy, caps, error types) also against a plain local file server."""
 
 from __future__ import annotations
 
 import gc
+import gzip
+import http.server
 import json
 import logging
 import socket
 import threading
 import time
 import weakref
+from typing import ClassVar
 
 import pytest
 import urllib3
 
+import exporter.sendgrid as sendgrid_module
+from exporter.list_export import read_export
 from exporter.sendgrid import (
+    ExportFileGone,
     NotFound,
     RateLimited,
     Rejected,
@@ -325,3 +333,342 @@ def test_close_under_calls_in_flight_fails_none_of_them(sg):
     for t in threads:
         t.join()
     assert outcomes == ["ok"] * 80
+
+
+# --- the list's real membership: contact exports -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    """A sandbox that takes only KEY: an export file download that carried the key would be
+    refused (400, as S3 refuses two auth mechanisms), so a download that works proves it did
+    not."""
+    process = start_sandbox("--api-key", KEY, "--export-delay", "0.2")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def wait_export(client, export_id, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        export = client.export_status(export_id)
+        if export.settled or time.monotonic() > deadline:
+            return export
+        time.sleep(0.05)
+
+
+def read_members(client, export, fields):
+    members = []
+    for url in export.urls:
+        with client.open_export_file(url) as stream:
+            reader = read_export(stream, fields)
+            members.extend(reader)
+            assert reader.missing == ()
+    return members
+
+
+def test_an_export_is_started_followed_and_read_without_the_api_key(keyed):
+    keyed.reset()
+    sg = client_for(keyed)
+    tier = sg.create_field("Tier", "Text")
+    lst = sg.create_list("exported")
+    wait_settled(
+        sg,
+        sg.upsert(
+            [lst.id],
+            contacts_json(
+                {
+                    "email": "Ann@Example.com",
+                    "first_name": "Ann",
+                    "custom_fields": {tier.id: "gold"},
+                },
+                {"email": "bob@example.com", "city": "Zürich, CH"},
+            ),
+        ),
+    )
+
+    export_id = sg.start_export(lst.id)
+    first = sg.export_status(export_id)
+    done = wait_export(sg, export_id)
+    members = read_members(sg, done, ["first_name", "city", "custom:tier"])
+
+    assert (first.status, first.settled, first.ready, first.urls) == ("pending", False, False, ())
+    assert (done.status, done.settled, done.ready) == ("ready", True, True)
+    assert done.contact_count == 2
+    assert len(done.urls) == 1
+    assert members == [
+        ("ann@example.com", ["Ann", "", "gold"]),
+        ("bob@example.com", ["", "Zürich, CH", ""]),
+    ]
+    counts = keyed.requests()
+    assert counts["GET /__sandbox/export-files/{id}/{n} 200"] == 1
+    assert not any(k.startswith("GET /__sandbox/export-files") and "400" in k for k in counts)
+    with pytest.raises(Unauthorized):  # and the sandbox does take keys seriously
+        client_for(keyed, key="SG.another-key").export_status(export_id)
+
+
+def test_a_large_export_comes_in_several_files_of_at_most_max_file_size(sg, sandbox):
+    sandbox.faults(export_delay=0)
+    lst = sg.create_list("big")
+    emails = [f"user{i:05d}@example.com" for i in range(4_000)]
+    wide = {"first_name": "F" * 50, "address_line_1": "A" * 100, "address_line_2": "B" * 100}
+    wait_settled(sg, sg.upsert([lst.id], contacts_json(*({"email": e, **wide} for e in emails))))
+
+    done = wait_export(sg, sg.start_export(lst.id, max_file_size_mb=1))
+    members = read_members(sg, done, ["address_line_2"])
+
+    assert len(done.urls) == 2
+    assert [email for email, _ in members] == emails
+    assert {tuple(values) for _, values in members} == {("B" * 100,)}
+
+
+def test_a_failed_export_says_so(sg, sandbox):
+    sandbox.faults(export_delay=0, export_fail_rate=1)
+    lst = sg.create_list("failing")
+
+    done = wait_export(sg, sg.start_export(lst.id))
+
+    assert (done.status, done.settled, done.ready, done.urls) == ("failure", True, False, ())
+    assert "failed" in done.message
+
+
+def test_export_of_an_unknown_list_or_an_unknown_export_is_not_found(sg):
+    with pytest.raises(NotFound) as unknown_list:
+        sg.start_export("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(NotFound):
+        sg.export_status("00000000-0000-4000-8000-000000000000")
+    assert [e.field for e in unknown_list.value.errors] == ["list_ids"]
+
+
+def test_an_expired_or_forged_export_file_url_is_gone(sg, sandbox):
+    sandbox.faults(export_delay=0)
+    lst = sg.create_list("short-lived")
+    url = wait_export(sg, sg.start_export(lst.id)).urls[0]
+    base, _, sig = url.partition("?sig=")
+
+    with pytest.raises(ExportFileGone) as forged:
+        sg.open_export_file(f"{base}?sig=not-{sig}")
+    with pytest.raises(ExportFileGone) as unknown:
+        sg.open_export_file(
+            url.replace(base.split("/")[-2], "00000000-0000-4000-8000-000000000000")
+        )
+
+    assert forged.value.status == 403
+    assert unknown.value.status == 404
+    assert isinstance(forged.value, NotFound)
+    assert "expired or is gone" in str(forged.value)
+    assert sig not in str(forged.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://files.example.com/export.csv.gz?sig=SECRET",
+        "file:///etc/passwd",
+        "ftp://files.example.com/export.csv.gz",
+        "http://127.0.0.1:1/export.csv.gz?sig=SECRET",  # the base's host, another port
+        "https://user:SECRET@files.example.com/export.csv.gz",
+        "//files.example.com/export.csv.gz",
+        "http://[::1/export",
+    ],
+)
+def test_export_file_urls_off_policy_are_refused_before_any_request(sg, sandbox, url):
+    before = sandbox.requests()
+
+    with pytest.raises(Rejected) as refused:
+        sg.open_export_file(url)
+
+    assert not isinstance(refused.value, NotFound)
+    assert "SECRET" not in str(refused.value)
+    assert "refusing" in str(refused.value) or "not a valid URL" in str(refused.value)
+    assert sandbox.requests() == before
+
+
+def test_https_urls_on_any_host_are_allowed(sg):
+    with socket.socket() as s:  # nothing listens there: the policy let it through to connect
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(TransientError, match=f"export file server https://127.0.0.1:{port}"):
+        sg.open_export_file(f"https://127.0.0.1:{port}/export.csv.gz?sig=x")
+
+
+def test_delete_list_keeps_or_deletes_its_contacts(sg, sandbox):
+    kept, doomed = sg.create_list("kept"), sg.create_list("doomed")
+    wait_settled(sg, sg.upsert([kept.id], contacts_json({"email": "ann@example.com"})))
+    wait_settled(sg, sg.upsert([doomed.id], contacts_json({"email": "bob@example.com"})))
+
+    sg.delete_list(kept.id)
+    sg.delete_list(doomed.id, delete_contacts=True)
+
+    with pytest.raises(NotFound):
+        sg.get_list(kept.id)
+    with pytest.raises(NotFound):
+        sg.delete_list(doomed.id)
+    assert sandbox.state()["contacts"] == 1
+    assert sg.search_emails(["ann@example.com", "bob@example.com"]).keys() == {"ann@example.com"}
+    assert sandbox.requests()["DELETE /v3/marketing/lists/{id} 204"] == 1
+    assert sandbox.requests()["DELETE /v3/marketing/lists/{id} 200"] == 1
+
+
+def test_export_logs_carry_templates_not_ids_or_signatures(sg, sandbox, caplog):
+    sandbox.faults(export_delay=0)
+    caplog.set_level(logging.DEBUG)
+    lst = sg.create_list("logged")
+    export_id = sg.start_export(lst.id)
+    url = wait_export(sg, export_id).urls[0]
+    sg.open_export_file(url).close()
+
+    # Our own lines only: urllib3 logs whole URLs at DEBUG (keep it above DEBUG in production).
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "exporter.sendgrid")
+    assert "sendgrid POST /v3/marketing/contacts/exports -> 202" in text
+    assert "sendgrid GET /v3/marketing/contacts/exports/{id} -> 200" in text
+    assert "export file from http://127.0.0.1" in text
+    assert export_id not in text
+    assert url.partition("?sig=")[2] not in text
+    assert KEY not in text
+
+
+# --- export file downloads against a plain file server ------------------------------------------
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    """Serves what the test asks for at /<name>; remembers the headers of every request."""
+
+    seen: ClassVar[list[dict[str, str]]] = []
+    body = gzip.compress(b"EMAIL,FIRST_NAME\r\nann@example.com,Ann\r\n")
+
+    def do_GET(self):
+        type(self).seen.append(dict(self.headers))
+        name = self.path.lstrip("/").partition("?")[0]
+        if name == "ok":
+            self._send(200, self.body)
+        elif name in ("500", "410", "429", "301"):
+            self._send(int(name), b"<Error/>", {"Retry-After": "7", "Location": "/ok"})
+        elif name == "huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**12))
+            self.end_headers()
+        elif name == "chunked":  # no Content-Length: only the client's own count bounds it
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        elif name == "cut":  # promises more than it sends, then hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.body) + 1000))
+            self.end_headers()
+            self.wfile.write(self.body)
+            self.wfile.flush()
+            self.close_connection = True
+        elif name == "slow":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.7)
+        else:
+            self._send(404, b"")
+
+    def _send(self, status, body, headers=None):
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def file_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FileHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def files(file_server):
+    """A client whose base URL is the file server (so plain http is allowed there)."""
+    _FileHandler.seen = []
+    client = SendGridClient(
+        KEY, SendGridSettings(base_url=file_server, timeout_seconds=0.5, connect_timeout_seconds=2)
+    )
+    yield client, file_server
+    client.close()
+
+
+def test_an_export_file_is_streamed_without_the_authorization_header(files):
+    client, server = files
+
+    with client.open_export_file(f"{server}/ok?sig=x") as stream:
+        data = stream.read()
+    with client.open_export_file(f"{server}/ok?sig=y") as stream:
+        members = list(read_export(stream, ["first_name"]))
+
+    assert data == _FileHandler.body  # the gzip bytes as sent: the reader unpacks them
+    assert members == [("ann@example.com", ["Ann"])]
+    assert len(_FileHandler.seen) == 2
+    for headers in _FileHandler.seen:
+        assert "Authorization" not in headers
+        assert KEY not in str(headers)
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "status"),
+    [
+        ("410", ExportFileGone, 410),
+        ("500", TransientError, 500),
+        ("429", RateLimited, None),
+        ("301", Rejected, 301),
+    ],
+)
+def test_export_file_answers_map_to_error_types(files, name, error, status):
+    client, server = files
+
+    with pytest.raises(error) as caught:
+        client.open_export_file(f"{server}/{name}?sig=x")
+
+    if status is not None:
+        assert caught.value.status == status
+    if name == "429":
+        assert caught.value.retry_after == 7
+    if name == "301":
+        assert not isinstance(caught.value, (NotFound, TransientError))
+        assert len(_FileHandler.seen) == 1  # the redirect was not followed
+
+
+def test_an_export_file_over_the_cap_is_refused(files, monkeypatch):
+    client, server = files
+    monkeypatch.setattr(sendgrid_module, "MAX_EXPORT_FILE_BYTES", 100_000)
+
+    with pytest.raises(Rejected, match="1,000,000,000,000 bytes"):
+        client.open_export_file(f"{server}/huge")
+    with (
+        client.open_export_file(f"{server}/chunked") as stream,
+        pytest.raises(Rejected, match="larger than the 100,000 bytes"),
+    ):
+        while stream.read(8192):
+            pass
+
+
+@pytest.mark.parametrize("name", ["cut", "slow"])
+def test_a_download_that_breaks_off_or_stalls_is_transient(files, name):
+    client, server = files
+
+    with client.open_export_file(f"{server}/{name}") as stream, pytest.raises(TransientError):
+        while stream.read(8192):
+            pass

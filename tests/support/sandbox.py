@@ -39,7 +39,13 @@ class SandboxProcess(ServerProcess):
 
     def faults(self, **changes: float) -> dict[str, Any]:
         """Change faults (error_rate, throttle_rate, latency_ms, drop_rate, contact_error_rate,
-        job_fail_rate, job_delay, rate_limit, rate_window); returns the whole new set."""
+        job_fail_rate, job_delay, rate_limit, rate_window, export_delay, export_fail_rate,
+        list_lag, lose_rate); returns the whole new set.
+
+        drop_rate closes the connection before the request is handled (nothing changes);
+        lose_rate after it is handled (it took effect, the answer is lost); list_lag delays
+        list membership changes (joins by upsert jobs, removals) in counts, members, contacts'
+        `list_ids` and exports; export_delay is how long an export stays pending."""
         result: dict[str, Any] = self._control("POST", "/__sandbox/faults", changes)
         return result
 
@@ -49,7 +55,8 @@ class SandboxProcess(ServerProcess):
 
     def state(self) -> dict[str, Any]:
         """{"lists": [{"id", "name", "contact_count"}], "contacts": n, "jobs": {status: n},
-        "custom_fields": [...], "faults": {...}, "seed", "api_key_required"}."""
+        "exports": {status: n}, "pending_list_changes": n, "custom_fields": [...],
+        "faults": {...}, "seed", "api_key_required"}."""
         result: dict[str, Any] = self._control("GET", "/__sandbox/state")
         return result
 
@@ -59,8 +66,10 @@ class SandboxProcess(ServerProcess):
         return result
 
     def requests(self) -> dict[str, int]:
-        """Counts of /v3 requests by "METHOD /path-template STATUS", for example
-        {"PUT /v3/marketing/contacts 202": 3, "PUT /v3/marketing/contacts dropped": 1}."""
+        """Counts of /v3 requests and export file downloads by "METHOD /path-template STATUS",
+        for example {"PUT /v3/marketing/contacts 202": 3, "PUT /v3/marketing/contacts dropped": 1,
+        "POST /v3/marketing/contacts/exports lost": 1,
+        "GET /__sandbox/export-files/{id}/{n} 200": 2}."""
         result: dict[str, int] = self._control("GET", "/__sandbox/requests")
         return result
 

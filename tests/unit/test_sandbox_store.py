@@ -1,8 +1,13 @@
 """The sandbox's state without HTTP: how upserts merge, who is on which list, what a search
-finds, how an import job counts its contacts, and that a contact stays small."""
+finds, how an import job counts its contacts, that a contact stays small; SendGrid's lag on list
+changes, list deletion, and contact exports (their files, splitting, retention, memory)."""
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import json
 import tracemalloc
 import uuid
 from typing import Any
@@ -10,7 +15,11 @@ from typing import Any
 import pytest
 
 from exporter.local.sandbox_store import (
+    EXPORT_CSV_COLUMNS,
+    KEPT_EXPORTS,
     Conflict,
+    Expired,
+    Forbidden,
     NotFound,
     SandboxStore,
     custom_value_problem,
@@ -361,3 +370,383 @@ def test_a_contact_costs_a_few_hundred_bytes() -> None:
 
     assert store.contact_count() == 10_000
     assert used / 10_000 < 500
+
+
+# --- SendGrid's lag ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ticks() -> FakeClock:
+    """The store's monotonic clock (due times of jobs, exports and lagged list changes)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def lagged(clock: FakeClock, ticks: FakeClock) -> SandboxStore:
+    return SandboxStore(clock=clock, monotonic=ticks)
+
+
+def test_a_lagged_join_is_invisible_until_the_lag_has_passed(
+    lagged: SandboxStore, ticks: FakeClock
+) -> None:
+    list_id = lagged.create_list("L").id
+    job_id = lagged.submit_upsert([{"email": "ann@example.com", "city": "Oslo"}], [list_id], 0.0)
+
+    job = lagged.apply_upsert(job_id, lag=10.0)
+    ann = find(lagged, "ann@example.com")
+    before = (
+        lagged.list_members(list_id),
+        lagged.get_list(list_id),
+        ann["list_ids"],
+        lagged.next_due(),
+        lagged.apply_due_changes(),
+    )
+    ticks.now += 10.0
+    waiting = lagged.apply_due_changes()
+
+    assert job.status == "completed"  # the job is done; its contacts and fields exist at once
+    assert ann["city"] == "Oslo"
+    members, info, list_ids, next_due, still_waiting = before
+    assert members == []
+    assert info is not None and info.contact_count == 0
+    assert list_ids == []
+    assert next_due == ticks.now
+    assert still_waiting == 1
+    assert waiting == 0
+    assert lagged.list_members(list_id) == [{"email": "ann@example.com", "city": "Oslo"}]
+    assert find(lagged, "ann@example.com")["list_ids"] == [list_id]
+    assert lagged.next_due() is None
+
+
+def test_a_lagged_removal_keeps_the_member_visible_until_the_lag_has_passed(
+    lagged: SandboxStore, ticks: FakeClock
+) -> None:
+    list_id = lagged.create_list("L").id
+    run(lagged, [{"email": "ann@example.com"}, {"email": "bob@example.com"}], (list_id,))
+    ann = find(lagged, "ann@example.com")["id"]
+
+    removed = lagged.remove_from_list(list_id, [ann], lag=5.0)
+    during = [m["email"] for m in lagged.list_members(list_id)]
+    ticks.now += 4.9
+    almost = [x.contact_count for x in lagged.lists()]
+    ticks.now += 0.1
+
+    assert removed == 1
+    assert during == ["ann@example.com", "bob@example.com"]
+    assert almost == [2]
+    assert [m["email"] for m in lagged.list_members(list_id)] == ["bob@example.com"]
+    assert lagged.summary()["lists"][0]["contact_count"] == 1
+
+
+def test_changes_apply_in_order_even_when_the_lag_shrinks(
+    lagged: SandboxStore, ticks: FakeClock
+) -> None:
+    """A removal sent with no lag after a join still lagging must not be overtaken by it."""
+    list_id = lagged.create_list("L").id
+    job_id = lagged.submit_upsert([{"email": "ann@example.com"}], [list_id], 0.0)
+    lagged.apply_upsert(job_id, lag=10.0)
+    ann = find(lagged, "ann@example.com")["id"]
+
+    lagged.remove_from_list(list_id, [ann], lag=0.0)
+    now = lagged.list_members(list_id)
+    ticks.now += 10.0
+
+    assert now == []
+    assert lagged.list_members(list_id) == []  # joined, then removed: in that order
+    assert lagged.apply_due_changes() == 0
+
+
+# --- list deletion -------------------------------------------------------------------------------
+
+
+def test_deleting_a_list_keeps_its_contacts_and_frees_its_name(store: SandboxStore) -> None:
+    doomed, other = store.create_list("Doomed").id, store.create_list("Other").id
+    run(store, [{"email": "ann@example.com"}], (doomed, other))
+
+    deleted = store.delete_list(doomed)
+
+    assert deleted == 0
+    assert store.get_list(doomed) is None
+    assert store.unknown_list_ids([doomed, other]) == [doomed]
+    assert store.contact_count() == 1
+    assert find(store, "ann@example.com")["list_ids"] == [other]
+    assert store.create_list("Doomed").id != doomed  # the name is free again
+    with pytest.raises(NotFound):
+        store.delete_list(doomed)
+    with pytest.raises(NotFound):
+        store.list_members(doomed)
+
+
+def test_deleting_a_list_with_its_contacts_deletes_them_from_the_account(
+    lagged: SandboxStore, ticks: FakeClock
+) -> None:
+    doomed, other = lagged.create_list("Doomed").id, lagged.create_list("Other").id
+    run(
+        lagged,
+        [{"email": "ann@example.com", "alternate_emails": ["a@work.example.com"]}],
+        (doomed, other),
+    )
+    run(lagged, [{"email": "bob@example.com"}], (other,))
+    late = lagged.submit_upsert([{"email": "cy@example.com"}], [doomed], 0.0)
+    lagged.apply_upsert(late, lag=30.0)  # cy will be a member: deleted too
+    ann = find(lagged, "ann@example.com")["id"]
+    cy = find(lagged, "cy@example.com")["id"]
+
+    deleted = lagged.delete_list(doomed, delete_contacts=True)
+    ticks.now += 30.0
+
+    assert deleted == 2
+    assert lagged.get_contact(ann) is None
+    assert lagged.get_contact(cy) is None
+    found = lagged.search_emails(["ann@example.com", "a@work.example.com", "cy@example.com"])
+    assert set(found.values()) == {None}
+    assert [m["email"] for m in lagged.list_members(other)] == ["bob@example.com"]
+    assert lagged.contact_count() == 1
+    assert lagged.summary()["contacts"] == 1
+    run(lagged, [{"email": "ann@example.com"}], (other,))  # back again, as a new contact
+    assert find(lagged, "ann@example.com")["id"] != ann
+    assert lagged.get_contact(ann) is None
+
+
+# --- contact exports -----------------------------------------------------------------------------
+
+
+def export_rows(store: SandboxStore, export: Any) -> list[list[str]]:
+    """Every row of every file of a ready export (each file's header row included)."""
+    rows: list[list[str]] = []
+    for n in range(1, export.file_count + 1):
+        data = store.export_file(export.id, n, export.token)
+        assert data[:2] == b"\x1f\x8b"
+        rows.extend(csv.reader(io.StringIO(gzip.decompress(data).decode("utf-8"), newline="")))
+    return rows
+
+
+def finished(store: SandboxStore, list_ids: list[str], **kw: Any) -> Any:
+    export = store.submit_export(list_ids, due=0.0, **kw)
+    assert export.status == "pending"
+    return store.finish_export(export.id)
+
+
+def test_a_csv_export_holds_the_list_members_with_every_column(
+    store: SandboxStore, clock: FakeClock
+) -> None:
+    list_id = store.create_list("L").id
+    score = store.create_custom_field("Score", "Number").id
+    born = store.create_custom_field("born", "Date").id
+    tier = store.create_custom_field("tier", "Text").id
+    run(store, [{"email": "outsider@example.com"}])
+    run(
+        store,
+        [
+            {
+                "email": "ann@example.com",
+                "first_name": 'Ann "Annie", Jr',
+                "city": "Zürich",
+                "alternate_emails": ["a1@example.com", "a2@example.com"],
+                "external_id": "x-1",
+                "custom_fields": {score: 12, born: "05/01/1990", tier: "gold\nplus"},
+            },
+            {"email": "bob@example.com", "custom_fields": {score: 12.5}},
+        ],
+        (list_id,),
+    )
+    ann = find(store, "ann@example.com")
+
+    export = finished(store, [list_id])
+    header, *rows = export_rows(store, export)
+    by_column = [dict(zip(header, row, strict=True)) for row in rows]
+
+    assert (export.status, export.contact_count, export.file_count) == ("ready", 2, 1)
+    assert header == [*EXPORT_CSV_COLUMNS, "Score", "born", "tier"]
+    assert [r["EMAIL"] for r in by_column] == ["ann@example.com", "bob@example.com"]
+    first, second = by_column
+    assert first["FIRST_NAME"] == 'Ann "Annie", Jr'
+    assert first["CITY"] == "Zürich"
+    assert first["ALTERNATE_EMAILS"] == "a1@example.com,a2@example.com"
+    assert first["EXTERNAL_ID"] == "x-1"
+    assert (first["Score"], first["born"], first["tier"]) == ("12", "05/01/1990", "gold\nplus")
+    assert first["CONTACT_ID"] == ann["id"]
+    assert first["CREATED_AT"] == ann["created_at"]
+    assert first["LAST_NAME"] == first["PHONE_NUMBER"] == first["ANONYMOUS_ID"] == ""
+    assert (second["Score"], second["born"], second["ALTERNATE_EMAILS"]) == ("12.5", "", "")
+    raw = gzip.decompress(store.export_file(export.id, 1, export.token))
+    assert raw.count(b"\r\n") == 3  # RFC 4180 line ends (the one in "gold\nplus" is quoted)
+    assert b'"Ann ""Annie"", Jr"' in raw
+
+
+def test_an_export_is_split_so_that_no_file_passes_the_size_limit(store: SandboxStore) -> None:
+    list_id = store.create_list("L").id
+    run(store, [{"email": f"user{i:03d}@example.com"} for i in range(50)], (list_id,))
+    run(store, [{"email": "long@example.com", "first_name": "x" * 50}], (list_id,))
+    header_bytes = len(",".join(EXPORT_CSV_COLUMNS)) + 2
+    limit = header_bytes + 300
+
+    export = finished(store, [list_id], max_file_bytes=limit)
+    files = [
+        gzip.decompress(store.export_file(export.id, n, export.token))
+        for n in range(1, export.file_count + 1)
+    ]
+    one_row = finished(store, [list_id], max_file_bytes=1)
+
+    assert export.file_count > 2
+    assert all(len(f) <= limit for f in files)
+    assert all(f.startswith(b"EMAIL,FIRST_NAME,") for f in files)
+    emails = [row[0] for f in files for row in csv.reader(io.StringIO(f.decode()))]
+    members = [f"user{i:03d}@example.com" for i in range(50)]
+    assert [e for e in emails if e != "EMAIL"] == [*members, "long@example.com"]
+    assert one_row.file_count == 51  # at least one row per file, even past the limit
+    assert one_row.contact_count == 51
+
+
+def test_a_json_export_is_json_lines_with_lower_case_keys(store: SandboxStore) -> None:
+    list_id = store.create_list("L").id
+    score = store.create_custom_field("score", "Number").id
+    run(
+        store,
+        [
+            {
+                "email": "ann@example.com",
+                "first_name": "Ann",
+                "alternate_emails": ["a@work.example.com"],
+                "custom_fields": {score: 3},
+            }
+        ],
+        (list_id,),
+    )
+
+    export = finished(store, [list_id], file_type="json")
+    lines = gzip.decompress(store.export_file(export.id, 1, export.token)).decode().splitlines()
+    row = json.loads(lines[0])
+
+    assert len(lines) == 1
+    assert row["email"] == "ann@example.com"
+    assert row["contact_id"] == find(store, "ann@example.com")["id"]
+    assert row["first_name"] == "Ann"
+    assert row["last_name"] == ""
+    assert row["alternate_emails"] == ["a@work.example.com"]
+    assert row["custom_fields"] == {"score": 3}
+    assert {"created_at", "updated_at", "external_id", "phone_number"} <= set(row)
+
+
+def test_an_export_without_lists_holds_every_contact_and_takes_what_is_visible(
+    lagged: SandboxStore, ticks: FakeClock
+) -> None:
+    list_id = lagged.create_list("L").id
+    run(lagged, [{"email": "ann@example.com"}, {"email": "bob@example.com"}], (list_id,))
+    job_id = lagged.submit_upsert([{"email": "cy@example.com"}], [list_id], 0.0)
+    lagged.apply_upsert(job_id, lag=60.0)
+
+    everyone = finished(lagged, [])
+    visible = finished(lagged, [list_id])
+    ticks.now += 60.0
+    later = finished(lagged, [list_id, list_id])
+
+    assert [r[0] for r in export_rows(lagged, everyone)[1:]] == [
+        "ann@example.com",
+        "bob@example.com",
+        "cy@example.com",
+    ]
+    assert [r[0] for r in export_rows(lagged, visible)[1:]] == [
+        "ann@example.com",
+        "bob@example.com",
+    ]
+    assert later.list_ids == (list_id,)
+    assert later.contact_count == 3
+
+
+def test_exports_wait_for_their_time_and_fail_when_told_or_when_their_list_is_gone(
+    store: SandboxStore,
+) -> None:
+    list_id = store.create_list("L").id
+    doomed = store.create_list("Doomed").id
+    early = store.submit_export([list_id], due=10.0)
+    late = store.submit_export([doomed], due=20.0)
+
+    due = (store.due_exports(5.0), store.due_exports(15.0), store.next_due())
+    failed = store.finish_export(early.id, fail=True, message="injected")
+    store.delete_list(doomed)
+    orphan = store.finish_export(late.id)
+
+    assert due == ([], [early.id], 10.0)
+    assert (failed.status, failed.message, failed.file_count) == ("failure", "injected", 0)
+    assert failed.completed_at is not None
+    assert (orphan.status, orphan.message) == ("failure", f"list {doomed} was deleted")
+    assert store.finish_export(early.id) == failed  # settled: left as it is
+    assert store.next_due() is None
+    with pytest.raises(NotFound):
+        store.submit_export([list_id, str(uuid.uuid4())], due=0.0)
+    with pytest.raises(NotFound):
+        store.export_file(failed.id, 1, failed.token)
+    assert [e.status for e in store.exports()] == ["failure", "failure"]
+    assert store.summary()["exports"] == {"pending": 0, "ready": 0, "failure": 2}
+
+
+def test_export_files_need_their_signature_and_only_the_latest_are_kept(
+    store: SandboxStore,
+) -> None:
+    list_id = store.create_list("L").id
+    run(store, [{"email": "ann@example.com"}], (list_id,))
+
+    exports = [finished(store, [list_id]) for _ in range(KEPT_EXPORTS + 1)]
+    oldest, second, newest = exports[0], exports[1], exports[-1]
+
+    with pytest.raises(Forbidden):
+        store.export_file(newest.id, 1, oldest.token)
+    with pytest.raises(Expired):
+        store.export_file(oldest.id, 1, oldest.token)
+    with pytest.raises(NotFound):
+        store.export_file(newest.id, 2, newest.token)
+    with pytest.raises(NotFound):
+        store.export_file(str(uuid.uuid4()), 1, newest.token)
+    assert store.export_file(second.id, 1, second.token)[:2] == b"\x1f\x8b"
+    info = store.export(oldest.id)
+    assert info is not None and info.expired and info.status == "ready"
+    store.reset()
+    assert store.export(newest.id) is None
+
+
+def test_an_export_holds_its_compressed_files_not_its_rows() -> None:
+    """Memory, not time: the rows are written chunk by chunk, never as one string."""
+    store = SandboxStore()
+    list_id = store.create_list("L").id
+    job_id = store.submit_upsert(
+        [
+            {"email": f"user{n:07d}@example.com", "first_name": "Firstname", "city": "Oslo"}
+            for n in range(40_000)
+        ],
+        [list_id],
+        due=0.0,
+    )
+    store.apply_upsert(job_id)
+    export = store.submit_export([list_id], due=0.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        done = store.finish_export(export.id)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+    uncompressed = len(gzip.decompress(store.export_file(done.id, 1, done.token)))
+    assert done.contact_count == 40_000
+    assert uncompressed > 5_000_000
+    assert peak < uncompressed / 2
+
+
+def test_an_export_that_cannot_be_written_ends_in_failure_not_pending_forever(
+    store: SandboxStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    list_id = store.create_list("L").id
+    export = store.submit_export([list_id], due=0.0)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(store, "_write_export", broken)
+    with pytest.raises(RuntimeError):
+        store.finish_export(export.id)
+
+    after = store.export(export.id)
+    assert after is not None
+    assert (after.status, after.message) == ("failure", "the sandbox failed to write the export")
+    assert store.next_due() is None
