@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, NoReturn, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exporter import runs
+from exporter import finish, runs
 from exporter.destinations import NAME_PATTERN, Consent, Destination
 from exporter.errors import ExporterError, InputError, MappingError
 from exporter.fields import mapped_custom_fields, match_custom_fields, resolve_custom_fields
@@ -135,6 +135,10 @@ class ExportBody(BaseModel):
     full_refresh: bool = Field(default=False, description="send every contact, changed or not")
     allow_mass_removal: bool = Field(
         default=False, description="mirror mode: allow removing more than the destination's share"
+    )
+    verify: bool = Field(
+        default=False,
+        description="read the list back after the run and heal it, whatever the cadence says",
     )
 
 
@@ -413,7 +417,7 @@ def remove_destination(svc: runs.Services, name: str) -> Removal:
     """Stop every export to the destination at once and forget its synced state.
 
     The document goes first: from then on the planner refuses its queued requests and the
-    workers refuse its batches (`runs._destination_for`). Then its unfinished runs end now
+    workers refuse its batches (`sending.destination_for`). Then its unfinished runs end now
     rather than when their messages next come round (a rate-limit wait or a job check can be
     minutes away): unsettled batches fail, then the run. Then its synced state and its runs'
     contact blobs are deleted. The run history (ledger, reject reports) stays.
@@ -450,12 +454,12 @@ def _stop(svc: runs.Services, run: RunRecord) -> str:
     for batch in svc.ledger.batches(run.run_id):
         if not batch.settled:
             svc.ledger.update_batch(run.run_id, batch.index, fail)
-    # With batches: finalised as any run whose batches failed (counts and the first reason).
+    # Planned: ended as any run whose batches failed (counts and the first reason), unverified.
     # Without (queued, planning): failed with the reason. A planner still running finds no
     # destination for its batches, so the run fails again, at once, whatever it planned.
-    ended = runs.finalise(svc, run.run_id) if run.batches else None
+    ended = finish.finish(svc, run.run_id) if run.planned else None
     if ended is None or not ended.final:
-        runs.fail_run(svc, run.run_id, f"{REMOVED}: the export was stopped")
+        finish.fail_run(svc, run.run_id, f"{REMOVED}: the export was stopped")
     return run.run_id
 
 
@@ -547,6 +551,7 @@ def export_now(
             only=[name],
             full_refresh=body.full_refresh,
             allow_mass_removal=body.allow_mass_removal,
+            verify=body.verify,
         ):
             started.append(StartedRun(run_id, runs.segment_of(version.name), version.name))
     _event("export requested", destination=name, runs=len(started), trigger=trigger)

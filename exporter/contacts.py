@@ -51,6 +51,8 @@ _ISO_DATE: Final = re.compile(
     r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?)?"
 )
 _US_DATE: Final = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")
+_EXACT_INTEGERS: Final = 2.0**53
+"""Whole numbers below this are written as integers (a double holds each of them exactly)."""
 _DATE_CACHE: Final = 20_000
 """Distinct date values remembered per Date field (about 2 MB at most)."""
 
@@ -75,8 +77,13 @@ REJECT_REASONS: Final = {
 
 _MISSING_EMAIL: Final = RowProblem("missing_email", "the email field is empty")
 
-Built = tuple[str, str] | RowProblem
-"""(normalised email, contact JSON) or the problem that rejects the row."""
+Built = tuple[str, str, int] | RowProblem
+"""(normalised email, contact JSON, which fields it holds) or the problem that rejects the row.
+
+The third item is a bit mask over the mapped fields after email: bit `i - 1` is set when field
+`i` of the mapping went into the contact (a blank field, an invalid phone number or a list of
+only invalid alternate emails is left out). Comparing a contact read back from SendGrid needs it:
+only the fields we sent can be expected to hold our values."""
 Step = Callable[[str, str], "str | RowProblem | None"]
 """(trimmed non-empty value, the row's email) -> JSON member, a problem, or None to omit it."""
 Convert = Callable[[str], "str | RowProblem"]
@@ -124,16 +131,22 @@ def truncate(value: str, limit: int) -> str:
 
 def number_value(value: str) -> str | None:
     """The JSON number for a plain decimal (`1234.5`, `-3`, `1e6`, `.5`), None for anything
-    else (`1,234`, `$5`, `nan`, `inf`, a number too large for a double)."""
+    else (`1,234`, `$5`, `nan`, `inf`, a number too large for a double).
+
+    One spelling per number (`1e6`, `1000000` and `1000000.0` all give `1000000`; `1234.50`
+    gives `1234.5`), the double's shortest form: so the value SendGrid holds, read back from
+    its list export, builds the same contact text as the value we sent."""
     if _JSON_NUMBER.fullmatch(value):
-        text = value
+        number = float(value)
     elif _DECIMAL.fullmatch(value):
-        text = str(Decimal(value))  # `+5` -> 5, `007` -> 7, `.5` -> 0.5, `5.` -> 5
-        if not _JSON_NUMBER.fullmatch(text):
-            return None
+        number = float(Decimal(value))  # `+5`, `007`, `.5`, `5.`
     else:
         return None
-    return text if math.isfinite(float(text)) else None
+    if not math.isfinite(number):
+        return None
+    if number.is_integer() and abs(number) < _EXACT_INTEGERS:
+        return str(int(number))
+    return repr(number)
 
 
 def date_value(value: str) -> str | None:
@@ -170,9 +183,9 @@ class ContactBuilder:
         if not fields or fields[0].kind != "email":
             raise ValueError("the first mapped field must be email")
         self.warnings: Counter[str] = Counter()
-        texts: list[tuple[int, str, int]] = []
-        steps: list[tuple[int, Step]] = []
-        customs: list[tuple[int, str, int, Convert | None]] = []
+        texts: list[tuple[int, str, int, int]] = []
+        steps: list[tuple[int, Step, int]] = []
+        customs: list[tuple[int, str, int, Convert | None, int]] = []
         for i, spec in enumerate(fields[1:], start=1):
             if spec.kind == "custom":
                 defined = (custom_fields or {}).get(spec.custom_name)
@@ -180,12 +193,12 @@ class ContactBuilder:
                 field_type = spec.field_type if defined is None else defined.field_type
                 limit = CUSTOM_TEXT_MAX if field_type == "Text" else FIELD_CAP
                 convert = None if field_type in (None, "Text") else _convert(spec, field_type)
-                customs.append((i, encode_basestring(key) + ":", limit, convert))
+                customs.append((i, encode_basestring(key) + ":", limit, convert, 1 << (i - 1)))
             elif spec.kind == "text":
                 limit = spec.max_length if spec.max_length is not None else FIELD_CAP
-                texts.append((i, encode_basestring(spec.name) + ":", limit))
+                texts.append((i, encode_basestring(spec.name) + ":", limit, 1 << (i - 1)))
             else:
-                steps.append((i, self._step(spec)))
+                steps.append((i, self._step(spec), 1 << (i - 1)))
         self._names = [spec.name for spec in fields]
         self._texts = tuple(texts)
         self._steps = tuple(steps)
@@ -239,13 +252,15 @@ class ContactBuilder:
                 del kept[MAX_ALTERNATE_EMAILS:]
             if not kept:
                 return None
+            kept.sort()  # one order, whatever order SendGrid keeps them in
             # Validated addresses hold no character that JSON must escape.
             return prefix + '["' + '","'.join(kept) + '"]'
 
         return alternate_emails
 
     def build(self, values: Sequence[str]) -> Built:
-        """(email, contact JSON) for a valid row, else the RowProblem that rejects it."""
+        """(email, contact JSON, field mask) for a valid row, else the RowProblem that rejects
+        it (see `Built`)."""
         email = values[0].strip().lower()
         if not email:
             return _MISSING_EMAIL
@@ -257,7 +272,8 @@ class ContactBuilder:
             return RowProblem("invalid_email", email_problem(email))
         # A validated address holds no character that JSON must escape.
         parts = ['{"email":"' + email + '"']
-        for i, prefix, limit in self._texts:
+        mask = 0
+        for i, prefix, limit, bit in self._texts:
             value = values[i].strip()
             if value:
                 if len(value) > limit:
@@ -266,17 +282,19 @@ class ContactBuilder:
                         return cut  # type: ignore[return-value]  # a RowProblem
                     value = cut
                 parts.append(prefix + encode_basestring(value))
-        for i, step in self._steps:
+                mask |= bit
+        for i, step, bit in self._steps:
             value = values[i].strip()
             if value:
                 member = step(value, email)
                 if type(member) is str:
                     parts.append(member)
+                    mask |= bit
                 elif member is not None:
                     return member  # type: ignore[return-value]  # a RowProblem
         if self._customs:
             custom = []
-            for i, key, limit, convert in self._customs:
+            for i, key, limit, convert, bit in self._customs:
                 value = values[i].strip()
                 if value:
                     if len(value) > limit:
@@ -284,6 +302,7 @@ class ContactBuilder:
                         if type(cut) is not str:
                             return cut  # type: ignore[return-value]  # a RowProblem
                         value = cut
+                    mask |= bit
                     if convert is None:
                         custom.append(key + encode_basestring(value))
                         continue
@@ -293,7 +312,7 @@ class ContactBuilder:
                     custom.append(key + member)
             if custom:
                 parts.append('"custom_fields":{' + ",".join(custom) + "}")
-        return email, ",".join(parts) + "}"
+        return email, ",".join(parts) + "}", mask
 
     def _over_limit(self, i: int, value: str, limit: int) -> str | RowProblem:
         """Reject a field over our own cap (not a profile value); truncate one over SendGrid's

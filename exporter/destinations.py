@@ -23,6 +23,10 @@ from exporter.mapping import FieldMapping
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 DEFAULT_PROFILE_CAP = 100_000
+DEFAULT_VERIFY_UP_TO = 100_000
+"""Lists up to this size are read back after every run: an export of 100,000 members is a few
+MB and seconds of work (see the README's performance figures)."""
+DEFAULT_VERIFY_EVERY = 10
 _SECRET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,126}$")
 
 
@@ -65,6 +69,18 @@ class Destination(BaseModel):
         description="send every contact on every Nth run of a segment, changed or not, so "
         "edits made in SendGrid by hand are put right (0: only when a request asks)",
     )
+    verify_up_to: int = Field(
+        default=DEFAULT_VERIFY_UP_TO,
+        ge=0,
+        description="read the list back from SendGrid (its contacts export) after every run "
+        "of a segment with at most this many members, and heal what differs",
+    )
+    verify_every: int = Field(
+        default=DEFAULT_VERIFY_EVERY,
+        ge=0,
+        description="for larger segments, read the list back on every Nth run (0: only when a "
+        "request asks, or on a full refresh)",
+    )
     consent: Consent | None = None
 
     @field_validator("list_id")
@@ -98,6 +114,13 @@ class Destination(BaseModel):
             if not segment or "/" in segment or segment.strip() != segment:
                 raise ValueError(f"segment {segment!r} must be a folder name under segments/")
         return value
+
+    def verifies(self, members: int, runs_since_verify: int) -> bool:
+        """Whether a run that leaves `members` on the list reads the list back (the cadence;
+        a request or a full refresh can ask for it anyway)."""
+        if members <= self.verify_up_to:
+            return True
+        return bool(self.verify_every) and runs_since_verify + 1 >= self.verify_every
 
     def field_mapping(self) -> FieldMapping:
         return FieldMapping.parse(f"{k}={v}" for k, v in self.mapping.items())

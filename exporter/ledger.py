@@ -25,13 +25,20 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, TransactionOperation, UpdateMode
+from azure.data.tables import (
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    TransactionOperation,
+    UpdateMode,
+)
 
 RunState = Literal[
     "queued",
     "planning",
     "sending",
     "confirming",
+    "verifying",
     "succeeded",
     "succeeded_with_errors",
     "failed",
@@ -46,6 +53,13 @@ _MAX_TEXT: Final = 16_000  # characters kept of an error text (a table property 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def set_fields(record: Any, **values: Any) -> bool:
+    """A `change` for `update_run`/`update_batch`/`update_slot` that sets these fields."""
+    for key, value in values.items():
+        setattr(record, key, value)
+    return True
 
 
 @dataclass(slots=True)
@@ -67,6 +81,9 @@ class RunRecord:
     request_queued: bool = False
     """Set once the export request is in its queue: a repeat that finds it unset knows the
     first attempt died in between, and queues it again."""
+    planned: bool = False
+    """Set once the run's batches and pending state are written: from then on, however the run
+    ends, its state is committed (see `exporter.commit`)."""
     batches_queued: bool = False
     """Set once every batch message is in its queue (the same crash window, one step later)."""
     error: str = ""
@@ -96,10 +113,42 @@ class RunRecord:
     removed: int = 0
     batches_done: int = 0
     batches_failed: int = 0
-    list_count: int = -1
-    """The list's contact count as SendGrid reported it when the run ended (-1: unknown)."""
-    drift: int = 0
-    """list_count minus the members this destination expects from the segment."""
+    list_count: int | None = None
+    """The list's contact count as SendGrid showed it when the run ended; None: unknown (the
+    reason is in `list_count_note`)."""
+    list_count_note: str = ""
+    drift: int | None = None
+    """list_count minus the members this destination expects from the segment (None when the
+    count is unknown). SendGrid's counts lag: a verified run's `missing`/`changed`/`extra` are
+    the member-by-member truth."""
+    verify: bool = False
+    """This run reads the list back from SendGrid (its contacts export) and heals it."""
+    verified: bool = False
+    """The list was read back and held exactly what the segment says (the last look)."""
+    verify_note: str = ""
+    """Why the list was not verified, or what verifying it found."""
+    looks: int = 0
+    """Looks at the list taken (each reads a SendGrid export of it); the next look's number."""
+    look_queued: bool = False
+    """Set once the message for the next look is in its queue (a repeat that finds it unset
+    while the run is `verifying` queues it)."""
+    export_id: str = ""
+    """The SendGrid export of the latest look."""
+    heals: int = 0
+    """Times this run sent what a look found missing, changed or extra (at most once)."""
+    missing: int | None = None
+    """Members of the segment the list lacked, at the last look (None: not looked)."""
+    changed: int | None = None
+    """Members whose fields on the list differed from the segment's, at the last look."""
+    extra: int | None = None
+    """Contacts on the list the segment does not hold, at the last look (mirror mode removes
+    them; upsert mode leaves them)."""
+    unverifiable: int = 0
+    """Members whose fields SendGrid's export does not show (only their membership was seen)."""
+    resent: int = 0
+    """Contacts sent again to heal the list."""
+    extra_removed: int = 0
+    """Contacts the segment does not hold, taken off the list to heal it (mirror mode)."""
 
     @property
     def final(self) -> bool:
@@ -116,7 +165,13 @@ class BatchRecord:
     body_bytes: int
     kind: str = "upsert"
     """`upsert` (contacts into the list) or `remove` (emails out of it, mirror mode)."""
+    round: int = 0
+    """0: planned from the snapshot; 1: sent to heal the list after a look at it."""
     removed: int = 0
+    searched: bool = False
+    """A removal batch: its emails were looked up; `contact_ids` holds what SendGrid found."""
+    contact_ids: str = ""
+    """A removal batch: the ids of its contacts, comma-separated (at most 100 x 36 characters)."""
     state: str = "queued"
     job_id: str = ""
     attempts: int = 0
@@ -153,6 +208,8 @@ class SlotRecord:
     """The run that committed it (a repeated release of that run counts once)."""
     syncs_since_full: int = 0
     """Committed runs since the last one that sent every contact (see `full_refresh_every`)."""
+    syncs_since_verify: int = 0
+    """Committed runs since the last one that read the list back (see `verify_every`)."""
     updated_at: datetime = field(default_factory=utcnow)
 
 
@@ -171,7 +228,12 @@ class RunLedger(Protocol):
         """Apply `change` atomically (re-read and re-applied on a concurrent update)."""
         ...
 
-    def put_batches(self, run_id: str, batches: Sequence[BatchRecord]) -> None: ...
+    def put_batches(
+        self, run_id: str, batches: Sequence[BatchRecord], *, overwrite: bool = True
+    ) -> None:
+        """Record batches; `overwrite=False` leaves any that exist as they are (a repeated
+        step writes the same batches without resetting those already sent)."""
+        ...
 
     def get_batch(self, run_id: str, index: int) -> BatchRecord | None: ...
 
@@ -180,6 +242,10 @@ class RunLedger(Protocol):
     ) -> BatchRecord: ...
 
     def batches(self, run_id: str) -> list[BatchRecord]: ...
+
+    def has_open_batches(self, run_id: str) -> bool:
+        """Whether any batch of the run is still `queued` or `accepted` (reads only those)."""
+        ...
 
     def runs(self, destination: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Newest first."""
@@ -245,10 +311,13 @@ class MemoryRunLedger:
                 self._runs[run_id] = draft
             return copy.deepcopy(self._runs[run_id])
 
-    def put_batches(self, run_id: str, batches: Sequence[BatchRecord]) -> None:
+    def put_batches(
+        self, run_id: str, batches: Sequence[BatchRecord], *, overwrite: bool = True
+    ) -> None:
         with self._lock:
             for batch in batches:
-                self._batches[(run_id, batch.index)] = copy.deepcopy(batch)
+                if overwrite or (run_id, batch.index) not in self._batches:
+                    self._batches[(run_id, batch.index)] = copy.deepcopy(batch)
 
     def get_batch(self, run_id: str, index: int) -> BatchRecord | None:
         with self._lock:
@@ -272,6 +341,10 @@ class MemoryRunLedger:
         with self._lock:
             found = [copy.deepcopy(b) for (r, _), b in self._batches.items() if r == run_id]
         return sorted(found, key=lambda b: b.index)
+
+    def has_open_batches(self, run_id: str) -> bool:
+        with self._lock:
+            return any(r == run_id and not b.settled for (r, _), b in self._batches.items())
 
     def runs(self, destination: str | None = None, limit: int = 50) -> list[RunRecord]:
         with self._lock:
@@ -320,7 +393,10 @@ def _from_entity(entity: dict[str, Any], names: set[str]) -> dict[str, Any]:
 
 
 def _run_from(entity: dict[str, Any]) -> RunRecord:
-    return RunRecord(**_from_entity(entity, _RUN_FIELDS))
+    values = _from_entity(entity, _RUN_FIELDS)
+    if values.get("list_count") == -1:  # how runs before `list_count_note` said "unknown"
+        values["list_count"], values["drift"] = None, None
+    return RunRecord(**values)
 
 
 def _batch_from(entity: dict[str, Any]) -> BatchRecord:
@@ -362,13 +438,25 @@ class TableRunLedger:
     def update_run(self, run_id: str, change: Callable[[RunRecord], bool | None]) -> RunRecord:
         return self._update(run_id, "run", _run_from, change)
 
-    def put_batches(self, run_id: str, batches: Sequence[BatchRecord]) -> None:
+    def put_batches(
+        self, run_id: str, batches: Sequence[BatchRecord], *, overwrite: bool = True
+    ) -> None:
+        kind = TransactionOperation.UPSERT if overwrite else TransactionOperation.CREATE
         for start in range(0, len(batches), 100):  # a transaction holds at most 100 entities
+            part = batches[start : start + 100]
             operations: list[tuple[TransactionOperation, dict[str, Any]]] = [
-                (TransactionOperation.UPSERT, _to_entity(run_id, _batch_key(b.index), b))
-                for b in batches[start : start + 100]
+                (kind, _to_entity(run_id, _batch_key(b.index), b)) for b in part
             ]
-            self._table.submit_transaction(operations)
+            try:
+                self._table.submit_transaction(operations)
+            except TableTransactionError:
+                if overwrite:
+                    raise
+                for batch in part:  # some exist already (a repeat): create the others
+                    with contextlib.suppress(ResourceExistsError):
+                        self._table.create_entity(
+                            _to_entity(run_id, _batch_key(batch.index), batch)
+                        )
 
     def get_batch(self, run_id: str, index: int) -> BatchRecord | None:
         try:
@@ -387,6 +475,17 @@ class TableRunLedger:
             parameters={"run": run_id},
         )
         return sorted((_batch_from(e) for e in entities), key=lambda b: b.index)
+
+    def has_open_batches(self, run_id: str) -> bool:
+        # The filter runs in the service: a run of 5,000 batches answers with at most one.
+        entities = self._table.query_entities(
+            "PartitionKey eq @run and RowKey ge 'batch-' and RowKey lt 'batch.' "
+            "and (state eq 'queued' or state eq 'accepted')",
+            parameters={"run": run_id},
+            results_per_page=1,
+            select=["RowKey"],
+        )
+        return next(iter(entities), None) is not None
 
     def runs(self, destination: str | None = None, limit: int = 50) -> list[RunRecord]:
         query = "RowKey eq 'run'"

@@ -15,6 +15,7 @@ EXPORT_REQUESTS: Final = "export-requests"
 CONTACT_BATCHES: Final = "contact-batches"
 IMPORT_JOBS: Final = "import-jobs"
 CDM_MANIFESTS: Final = "cdm-manifests"
+LIST_CHECKS: Final = "list-checks"
 POISON_SUFFIX: Final = "-poison"
 
 Trigger = Literal["blob", "timer", "api", "cli"]
@@ -44,6 +45,11 @@ class ExportRequest(_Message):
     allow_mass_removal: bool = Field(
         default=False, description="mirror mode: allow removing more than the destination's share"
     )
+    verify: bool = Field(
+        default=False, description="read the list back and heal it, whatever the cadence says"
+    )
+    retries: int = Field(default=0, ge=0, description="SendGrid failures in a row so far")
+    deferrals: int = Field(default=0, ge=0, description="times put back for a rate limit")
 
 
 class BatchMessage(_Message):
@@ -52,6 +58,7 @@ class BatchMessage(_Message):
     run_id: str
     batch: int = Field(ge=0)
     deferrals: int = Field(default=0, ge=0, description="times put back for a rate limit")
+    retries: int = Field(default=0, ge=0, description="SendGrid failures in a row so far")
 
 
 class JobCheck(_Message):
@@ -61,6 +68,21 @@ class JobCheck(_Message):
     batch: int = Field(ge=0)
     job_id: str
     checks: int = Field(default=0, ge=0)
+    retries: int = Field(default=0, ge=0, description="SendGrid failures in a row so far")
+    deferrals: int = Field(default=0, ge=0, description="times put back for a rate limit")
+
+
+class ListCheck(_Message):
+    """Take a look at a run's list (a SendGrid contacts export), or at the export started for
+    it: sent with a visibility delay (SendGrid applies changes with a lag)."""
+
+    run_id: str
+    look: int = Field(ge=0, description="which look of the run this is (RunRecord.look)")
+    export_id: str = Field(default="", description="the export started for it, once started")
+    checks: int = Field(default=0, ge=0, description="times the export was found pending")
+    exports: int = Field(default=0, ge=0, description="exports started for this look")
+    retries: int = Field(default=0, ge=0, description="SendGrid failures in a row so far")
+    deferrals: int = Field(default=0, ge=0, description="times put back for a rate limit")
 
 
 class ManifestCheck(_Message):

@@ -12,13 +12,24 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from exporter.batching import DEFAULT_LIMITS, Batch, BatchLimits, BatchPacker
 from exporter.contacts import ContactBuilder
 from exporter.mapping import CustomField, FieldMapping
 from exporter.snapshots import BLANK, RowProblem, Snapshot, open_snapshot
 from exporter.state import Delta
+
+
+class Observer(Protocol):
+    """Decides, contact by contact, what is sent (`exporter.state.Delta` for a run's plan,
+    `exporter.state.Resend` when a verification heals a list)."""
+
+    unchanged: int
+
+    def observe(self, email: str, contact_json: str, mask: int) -> bool | None:
+        """None for a duplicate email, else whether the contact goes into a batch."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +86,7 @@ def plan(
     on_reject: Callable[[RejectedRow], None] | None = None,
     custom_fields: Mapping[str, CustomField] | None = None,
     limits: BatchLimits = DEFAULT_LIMITS,
-    delta: Delta | None = None,
+    delta: Observer | None = None,
 ) -> PlanStats:
     """Plan one snapshot. Raises SnapshotError if the file turns out unreadable part-way.
 
@@ -108,7 +119,7 @@ def plan(
         if type(record) is tuple:
             built = build(record)
             if type(built) is tuple:
-                email, contact = built
+                email, contact, mask = built
                 if contact.isascii():
                     size = len(contact)
                 else:
@@ -125,7 +136,7 @@ def plan(
                         f"the contact is {size:,} bytes; one request allows {max_contact:,}",
                     )
                 if type(built) is tuple:
-                    send = observe(email, contact)
+                    send = observe(email, contact, mask)
                     if send is None:
                         duplicates += 1
                         continue

@@ -25,6 +25,10 @@ class Progress:
     confirmed: int
     failed: int
 
+    looks: int = 0
+    """Looks taken at the list (SendGrid exports of it read back)."""
+    verified: bool = False
+
     @property
     def final(self) -> bool:
         return self.state in ("succeeded", "succeeded_with_errors", "failed", "skipped")
@@ -39,6 +43,8 @@ def progress(run: RunRecord, batches: list[BatchRecord]) -> Progress:
         sent=sums["accepted"] + sums["failed"],
         confirmed=sums["done"],
         failed=sums["failed"],
+        looks=run.looks,
+        verified=run.verified,
     )
 
 
@@ -49,8 +55,9 @@ def bar(p: Progress, width: int = 30) -> str:
     filled = round(width * done / total) if p.planned else (width if p.final else 0)
     return (
         f"[{'#' * filled}{'-' * (width - filled)}] read {p.read:,}, planned {p.planned:,}, "
-        f"sent {p.sent:,}, {done:,}/{p.planned:,} batches confirmed, {p.failed:,} failed  "
-        f"({p.state})"
+        f"sent {p.sent:,}, {done:,}/{p.planned:,} batches confirmed, {p.failed:,} failed"
+        + (", list verified" if p.verified else f", {p.looks} looks at the list" if p.looks else "")
+        + f"  ({p.state})"
     )
 
 
@@ -88,6 +95,52 @@ def _breakdown(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _row(label: str, value: int | str, detail: str) -> str:
+    shown = f"{value:>12,}" if isinstance(value, int) else f"{value:>12}"
+    return f"  {label:<11}{shown}   {detail}".rstrip()
+
+
+def _removed(run: RunRecord) -> str:
+    parts = []
+    if run.leavers:
+        parts.append(f"of {run.leavers:,} who left the segment")
+    if run.extra_removed:
+        parts.append(f"{run.extra_removed:,} not in the segment, to heal the list")
+    return "; ".join(parts)
+
+
+def _list_holds(run: RunRecord) -> tuple[str, int | str, str]:
+    if run.list_count is None:
+        return "list holds", "unknown", run.list_count_note
+    drift = f", drift {run.drift:+,}" if run.drift is not None else ""
+    return "list holds", run.list_count, f"{run.members:,} expected{drift}"
+
+
+def _verified(run: RunRecord) -> tuple[str, int | str, str]:
+    """Whether the list was read back and held what the segment says, and what it took."""
+    if run.verified:
+        healed = ""
+        if run.heals:
+            healed = f"; healed: {run.resent:,} sent again"
+            if run.extra_removed:
+                healed += f", {run.extra_removed:,} removed"
+        detail = f"the list holds exactly the segment (look {run.looks}{healed})"
+        if run.unverifiable:
+            detail += f"; fields of {run.unverifiable:,} not shown by SendGrid's export"
+        return "verified", "yes", detail
+    if run.missing is not None:
+        return "verified", "no", f"last look: {differences(run)}; {run.verify_note}".rstrip("; ")
+    return "verified", "no", run.verify_note or ("pending" if not run.final else "")
+
+
+def differences(run: RunRecord) -> str:
+    """What the run's last look at its list found different from the segment."""
+    parts = [f"{run.missing or 0:,} missing", f"{run.changed or 0:,} with other field values"]
+    extra = f"{run.extra or 0:,} not in the segment"
+    parts.append(extra if run.sync_mode == "mirror" else extra + " (kept: upsert mode)")
+    return ", ".join(parts)
+
+
 def _job_errors(batches: list[BatchRecord]) -> list[BatchRecord]:
     return [b for b in batches if b.errored or b.errors_url]
 
@@ -108,25 +161,29 @@ def summary(
     ]
     if run.error:
         lines.append(f"  reason: {run.error}")
-    mode = run.sync_mode + (", full refresh" if run.full_refresh else "")
-    rows = [
+    mode = run.sync_mode + (", full refresh: everyone sent" if run.full_refresh else "")
+    sent = f"{run.sent:,} sent ({mode})"
+    heal_batches = sum(1 for b in batches if b.round > 0)
+    rows: list[tuple[str, int | str, str]] = [
         ("rows read", run.rows, ""),
-        ("valid", run.valid, f"{run.unchanged:,} unchanged, {run.sent:,} sent ({mode})"),
+        ("valid", run.valid, sent if run.full_refresh else f"{run.unchanged:,} unchanged, {sent}"),
         ("rejected", run.rejected, _breakdown(run.reasons)),
         ("duplicates", run.duplicates, ""),
         ("blank", run.blank, ""),
         ("warnings", run.warnings, _breakdown(run.warning_kinds)),
-        ("batches", run.batches, f"{run.batches_done:,} done, {run.batches_failed:,} failed"),
+        (
+            "batches",
+            run.batches,
+            f"{run.batches_done:,} done, {run.batches_failed:,} failed"
+            + (f" ({heal_batches:,} sent to heal the list)" if heal_batches else ""),
+        ),
         ("upserted", run.requested, f"created {run.created:,}, updated {run.updated:,}"),
         ("errored", run.errored, "contacts SendGrid did not take" if run.errored else ""),
-        ("removed", run.removed, f"of {run.leavers:,} who left the segment" if run.leavers else ""),
-        (
-            "list holds",
-            run.list_count,
-            f"{run.members:,} expected, drift {run.drift:+,}" if run.list_count >= 0 else "",
-        ),
+        ("removed", run.removed, _removed(run)),
+        _list_holds(run),
+        _verified(run),
     ]
-    lines += [f"  {label:<11}{value:>12,}   {detail}".rstrip() for label, value, detail in rows]
+    lines += [_row(label, value, detail) for label, value, detail in rows]
     for reason, found in sorted((samples or {}).items()):
         for sample in found:
             lines.append(

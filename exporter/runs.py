@@ -1,48 +1,36 @@
-"""The flow of a run: request, plan, send, confirm, finalise. Triggers call these and nothing else.
+"""A run's first steps: request (one run per destination x snapshot), CDM folders, planning;
+and the poison handlers. Triggers call these, `exporter.sending` (send a batch, follow its job)
+and `exporter.verification` (read the list back, heal it); `exporter.finish` ends a run.
 
 Every step is safe to repeat (the Functions host delivers at least once): a run is created once
-per (destination, snapshot version, trigger time), a batch is sent only from `queued`, a job is
-recorded only until its batch settles, and a run is finalised only once. Errors the next attempt
-may not have (5xx, timeouts) propagate so the host retries; errors it will have again (a wrong
-key, a rejected batch, a bad file) are recorded where a person reads them, and the step ends.
+per (destination, snapshot version, trigger time) and planned once; errors it will have again (a
+wrong key, a missing list, a bad file) are recorded where a person reads them, and the step ends;
+others propagate, so the host retries the message and, after its `maxDequeueCount`, poisons it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import secrets
 import tempfile
-import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import IO, Any, Final
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from exporter import cdm
-from exporter.batching import MAX_CONTACTS, Batch, BatchLimits
-from exporter.destinations import BlobDestinationStore, Destination, DestinationStore
+from exporter import cdm, finish, removals, sending, slots
+from exporter.batching import Batch, BatchLimits
+from exporter.destinations import Destination
 from exporter.errors import InputError
+from exporter.events import brief, event
 from exporter.fields import mapped_custom_fields, resolve_custom_fields
-from exporter.ledger import (
-    BatchRecord,
-    RunLedger,
-    RunRecord,
-    SlotRecord,
-    TableRunLedger,
-    totals,
-    utcnow,
-)
+from exporter.ledger import BatchRecord, RunRecord, set_fields, utcnow
 from exporter.mapping import CustomField
 from exporter.messages import (
     CDM_MANIFESTS,
-    CONTACT_BATCHES,
     EXPORT_REQUESTS,
-    IMPORT_JOBS,
     BatchMessage,
     ExportRequest,
     JobCheck,
@@ -52,121 +40,16 @@ from exporter.messages import (
 from exporter.planning import plan
 from exporter.redact import mask_emails
 from exporter.reports import RejectReport
-from exporter.secrets import SecretProvider, secret_provider
-from exporter.sendgrid import (
-    NotFound,
-    RateLimited,
-    Rejected,
-    SendGridClient,
-    SendGridError,
-    TransientError,
-    Unauthorized,
-)
-from exporter.settings import SendGridSettings
+from exporter.sendgrid import NotFound, Rejected, TransientError, Unauthorized
+from exporter.services import Services
 from exporter.snapshots import open_snapshot
-from exporter.state import Delta, StateFormatError, SyncedState, email_key, read_emails
-from exporter.storage import RunStorage, SnapshotVersion, Storage, entity_version
+from exporter.state import Delta, StateFormatError, SyncedState, read_emails
+from exporter.storage import SnapshotVersion, entity_version
 from exporter.storage import read_manifest as read_cdm_manifest
 
 log = logging.getLogger("exporter.runs")
 
-FIRST_JOB_CHECK: Final = 1.0
-"""Seconds before the first look at an import job (SendGrid rarely settles one sooner)."""
-MAX_JOB_CHECK_DELAY: Final = 60.0
-MAX_JOB_CHECKS: Final = 200
-"""About 3 hours of checking (most checks a minute apart) before a job counts as lost."""
-MAX_DEFERRALS: Final = 100
-"""How often a batch may be put back for a rate limit before its run is told."""
-
-
-@dataclass
-class Services:
-    """What the flow needs from the outside world; built once per process from app settings."""
-
-    storage: RunStorage
-    ledger: RunLedger
-    destinations: DestinationStore
-    secrets: SecretProvider
-    sendgrid_settings: SendGridSettings = field(default_factory=SendGridSettings)
-    max_batch_contacts: int = MAX_CONTACTS
-    """Contacts per upsert request (setting MAX_BATCH_CONTACTS): SendGrid's 30,000 by default;
-    smaller batches narrow what one rejected request holds up."""
-    cdm_recheck: float = 30.0
-    """Seconds between looks at a CDM folder whose model.json arrived before all of its
-    partitions (setting CDM_RECHECK_SECONDS)."""
-    cdm_wait: float = 1800.0
-    """How long after its model.json was written a CDM folder may wait for its partitions
-    (setting CDM_WAIT_SECONDS); then its entities' runs fail, naming what never arrived."""
-    _clients: dict[str, tuple[str, SendGridClient]] = field(default_factory=dict, repr=False)
-    """Per API-key secret name: (the key's SHA-256, the client made with it)."""
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Services:
-        """From app settings (the environment by default), creating containers and queues."""
-        env = os.environ if env is None else env
-        storage = Storage.from_env(env)
-        storage.ensure()
-        return cls(
-            storage=storage,
-            ledger=TableRunLedger(storage.tables),
-            destinations=BlobDestinationStore(storage.app),
-            secrets=secret_provider(env),
-            sendgrid_settings=SendGridSettings.from_env(env),
-            max_batch_contacts=_batch_size(env.get("MAX_BATCH_CONTACTS")),
-            cdm_recheck=_seconds(env, "CDM_RECHECK_SECONDS", 30.0),
-            cdm_wait=_seconds(env, "CDM_WAIT_SECONDS", 1800.0),
-        )
-
-    def sendgrid(self, destination: Destination) -> SendGridClient:
-        """The client for a destination's key, resolved now: when the key behind the secret
-        changes (rotation), a new client replaces the old one, so no client outlives its key."""
-        name = destination.api_key_secret
-        key = self.secrets.get(name)
-        fingerprint = hashlib.sha256(key.encode()).hexdigest()
-        with self._lock:
-            cached = self._clients.get(name)
-            if cached is not None and cached[0] == fingerprint:
-                return cached[1]
-            # The old key's client releases its idle connections; a batch another thread is
-            # still sending with it finishes (a closed client still works, on new connections).
-            if cached is not None:
-                cached[1].close()
-            client = SendGridClient(key, self.sendgrid_settings)
-            self._clients[name] = (fingerprint, client)
-            return client
-
-
-def _batch_size(value: str | None) -> int:
-    if not value:
-        return MAX_CONTACTS
-    try:
-        size = int(value)
-    except ValueError:
-        size = 0
-    if not 1 <= size <= MAX_CONTACTS:
-        raise InputError(f"MAX_BATCH_CONTACTS must be a whole number from 1 to {MAX_CONTACTS:,}")
-    return size
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0
-    if not 0 < seconds <= 7 * 24 * 3600:
-        raise InputError(f"{name} must be a number of seconds, more than 0 and at most 7 days")
-    return seconds
-
-
-def _event(event: str, **fields: object) -> None:
-    """One structured log line; callers pass ids and counts, never addresses or keys."""
-    text = " ".join(f"{k}={v}" for k, v in fields.items())
-    log.info("%s %s", event, mask_emails(text))
-
+__all__ = ["Services", "on_snapshot", "plan_run", "refresh", "request_exports"]
 
 # --- requesting runs -------------------------------------------------------------------------
 
@@ -204,6 +87,7 @@ def request_exports(
     only: Iterable[str] | None = None,
     full_refresh: bool = False,
     allow_mass_removal: bool = False,
+    verify: bool = False,
 ) -> list[str]:
     """One run per destination that selected the snapshot's segment; returns their ids."""
     at = at or utcnow()
@@ -243,11 +127,12 @@ def request_exports(
             snapshot_time=version.last_modified,
             full_refresh=full,
             allow_mass_removal=allow_mass_removal,
+            verify=verify,
         )
         svc.storage.send(EXPORT_REQUESTS, request)
-        svc.ledger.update_run(run_id, lambda r: _set(r, request_queued=True))
+        svc.ledger.update_run(run_id, lambda r: set_fields(r, request_queued=True))
         run_ids.append(run_id)
-        _event("run requested", run_id=run_id, destination=destination.name, segment=segment)
+        event("run requested", run_id=run_id, destination=destination.name, segment=segment)
     return run_ids
 
 
@@ -310,7 +195,7 @@ def on_manifest(
     try:
         manifest = read_cdm_manifest(svc.storage, version)
     except (ResourceModifiedError, ResourceNotFoundError):
-        _event("manifest skipped", manifest=version.name, reason="replaced or deleted")
+        event("manifest skipped", manifest=version.name, reason="replaced or deleted")
         return []  # a newer version of it has a trigger of its own
     except cdm.ManifestError as exc:
         # No entity can be named, so no segment, so no run to fail: the log is the only place.
@@ -353,7 +238,7 @@ def on_manifest(
         checks=checks + 1,
     )
     svc.storage.send(CDM_MANIFESTS, check, delay=svc.cdm_recheck)
-    _event("manifest waiting", manifest=version.name, entities=len(waiting), check=check.checks)
+    event("manifest waiting", manifest=version.name, entities=len(waiting), check=check.checks)
     return run_ids
 
 
@@ -387,7 +272,7 @@ def _fail_entity(
         manifest.last_modified,
         0,
     )
-    _event("entity not exported", manifest=manifest.name, entity=entity, reason=reason)
+    event("entity not exported", manifest=manifest.name, entity=entity, reason=reason)
     for destination in svc.destinations.all():
         if entity not in destination.segments:
             continue
@@ -406,95 +291,10 @@ def _fail_entity(
             existing = svc.ledger.get_run(run_id)
             if existing is None or existing.final:
                 continue
-        fail_run(svc, run_id, reason)
+        finish.fail_run(svc, run_id, reason)
 
 
 # --- planning ------------------------------------------------------------------------------
-
-
-SLOT_WAIT: Final = 15.0
-"""Seconds before a run waiting for an older run of its segment looks again."""
-STALE_HOLDER: Final = timedelta(hours=3)
-"""A holder of a slot that has not moved for this long is taken to be dead."""
-
-
-def _order(when: datetime | None, name: str) -> tuple[datetime, str]:
-    """Snapshots of a segment in the order they were written. Blob times have one-second
-    resolution, so a tie goes to the later name (exports name their files by time)."""
-    return (when or datetime.min.replace(tzinfo=UTC), name)
-
-
-def _take_slot(svc: Services, request: ExportRequest) -> str | None:
-    """Take the destination x segment slot: None when taken; `wait`; or why to skip."""
-    ours = _order(request.snapshot_time, request.snapshot)
-    outcome: list[str] = []
-
-    def take(slot: SlotRecord) -> bool:
-        outcome.clear()
-        if slot.run_id == request.run_id:
-            return False  # ours already (a repeat delivery)
-        if slot.synced_time and ours < _order(slot.synced_time, slot.synced_snapshot):
-            outcome.append(
-                "a newer snapshot of this segment was already exported to this destination"
-            )
-            return False
-        if slot.run_id:
-            holder = svc.ledger.get_run(slot.run_id)
-            if holder and not holder.final and utcnow() - holder.updated_at < STALE_HOLDER:
-                if _order(holder.snapshot_time, holder.snapshot) > ours:
-                    outcome.append(
-                        "a newer snapshot of this segment is being exported to this destination"
-                    )
-                else:
-                    outcome.append("wait")
-                return False
-        slot.run_id, slot.snapshot = request.run_id, request.snapshot
-        slot.snapshot_time = request.snapshot_time
-        return True
-
-    svc.ledger.update_slot(request.destination, request.segment, take)
-    return outcome[0] if outcome else None
-
-
-def _release_slot(svc: Services, run: RunRecord) -> None:
-    """Give back the slot when a run ends; a committed run moves the 'exported up to' mark."""
-
-    def give(slot: SlotRecord) -> bool:
-        changed = False
-        if slot.run_id == run.run_id:
-            slot.run_id, changed = "", True
-        # The timer exports the same snapshot again: that moves the mark too (and counts).
-        not_older = slot.synced_time is None or _order(run.snapshot_time, run.snapshot) >= _order(
-            slot.synced_time, slot.synced_snapshot
-        )
-        counted = slot.synced_run == run.run_id
-        if run.state_committed and run.snapshot_time and not_older and not counted:
-            slot.synced_time, slot.synced_snapshot = run.snapshot_time, run.snapshot
-            slot.synced_run = run.run_id
-            # A run that skipped nobody as unchanged (a full refresh, or the first) sent all.
-            sent_all = run.full_refresh or run.unchanged == 0
-            slot.syncs_since_full = 0 if sent_all else slot.syncs_since_full + 1
-            changed = True
-        return changed
-
-    svc.ledger.update_slot(run.destination, run.segment, give)
-
-
-def fail_run(svc: Services, run_id: str, reason: str, *, state: str = "failed") -> RunRecord:
-    """End a run that cannot go on, saying why (unless it already ended)."""
-
-    def change(run: RunRecord) -> bool:
-        if run.final:
-            return False
-        run.state = state
-        run.error = mask_emails(reason)
-        run.finished_at = utcnow()
-        return True
-
-    run = svc.ledger.update_run(run_id, change)
-    _release_slot(svc, run)
-    _event("run ended", run_id=run_id, state=run.state, reason=reason)
-    return run
 
 
 def _custom_fields(svc: Services, destination: Destination) -> dict[str, CustomField]:
@@ -510,38 +310,53 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
     run = svc.ledger.get_run(request.run_id)
     if run is None or run.final:
         return
-    if run.state in ("sending", "confirming"):
-        if not run.batches_queued:  # the planner died while queueing its batches
-            _queue_batches(svc, request.run_id)
+    if run.planned:
+        if run.state in ("sending", "confirming") and not run.batches_queued:
+            sending.queue_batches(svc, request.run_id)  # the planner died while queueing them
+        elif run.state == "sending" and not run.batches:
+            finish.settle(svc, request.run_id)  # nothing to send, and it died before settling
         return  # planned already (a repeat delivery)
     destination = svc.destinations.get(request.destination)
     if destination is None:
-        fail_run(svc, request.run_id, "the destination was removed before the run started")
+        finish.fail_run(svc, request.run_id, "the destination was removed before the run started")
         return
     if destination.consent is None:
-        fail_run(
+        finish.fail_run(
             svc,
             request.run_id,
             f"no data-privacy consent is recorded for destination {destination.name!r}: "
             "nothing was sent; record who accepted the terms and when, then export again",
         )
         return
-    blocked = _take_slot(svc, request)
+    blocked = slots.take(svc, request)
     if blocked == "wait":  # an older snapshot of this segment is being exported: after it
-        svc.storage.send(EXPORT_REQUESTS, request, delay=SLOT_WAIT)
+        svc.storage.send(EXPORT_REQUESTS, request, delay=slots.SLOT_WAIT)
         return
     if blocked:
-        fail_run(svc, request.run_id, blocked, state="skipped")
+        finish.fail_run(svc, request.run_id, blocked, state="skipped")
         return
-    svc.ledger.update_run(request.run_id, lambda r: _set(r, state="planning"))
+    svc.ledger.update_run(request.run_id, lambda r: set_fields(r, state="planning"))
     try:
         _plan(svc, request, destination)
+    except TransientError as exc:
+        # SendGrid (the list check, the custom fields) failed or asked to wait: plan again
+        # later, as a batch would be sent again; nothing was sent yet.
+        svc.storage.delete_run_blobs(request.run_id)
+
+        def note(reason: str) -> None:
+            why = f"planning attempt failed: {reason}"
+            svc.ledger.update_run(request.run_id, lambda r: set_fields(r, error=why))
+
+        def fail(reason: str) -> None:
+            finish.fail_run(svc, request.run_id, f"planning failed: {reason}")
+
+        sending.again(svc, EXPORT_REQUESTS, request, exc, fail=fail, note=note)
     except (InputError, Unauthorized, Rejected) as exc:
         svc.storage.delete_run_blobs(request.run_id)
-        fail_run(svc, request.run_id, str(exc))
+        finish.fail_run(svc, request.run_id, str(exc))
     except (ResourceModifiedError, ResourceNotFoundError):
         svc.storage.delete_run_blobs(request.run_id)
-        fail_run(
+        finish.fail_run(
             svc,
             request.run_id,
             "the snapshot was replaced or deleted before it could be read; "
@@ -550,13 +365,13 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
         )
     except Exception as exc:
         # Recorded for the poison handler, then retried by the host.
-        reason = f"planning attempt failed: {_brief(exc)}"
-        svc.ledger.update_run(request.run_id, lambda r: _set(r, error=reason))
+        reason = f"planning attempt failed: {brief(exc)}"
+        svc.ledger.update_run(request.run_id, lambda r: set_fields(r, error=reason))
         raise
 
 
-def _old_state(svc: Services, destination: str, segment: str) -> SyncedState:
-    data = svc.storage.read_state(destination, segment)
+def _old_state(svc: Services, destination: str, segment: str, list_id: str) -> SyncedState:
+    data = svc.storage.read_state(destination, segment, list_id)
     if data is None:
         return SyncedState.empty()
     try:
@@ -566,12 +381,21 @@ def _old_state(svc: Services, destination: str, segment: str) -> SyncedState:
         return SyncedState.empty()
 
 
+def _check_list(svc: Services, destination: Destination) -> None:
+    """Nothing is read or sent for a list SendGrid no longer has."""
+    try:
+        svc.sendgrid(destination).get_list(destination.list_id)
+    except NotFound:
+        reason = finish.list_gone(destination.name, destination.list_id)
+        raise InputError(f"{reason}. Nothing was sent") from None
+
+
 def _plan(svc: Services, request: ExportRequest, destination: Destination) -> None:
     run_id = request.run_id
+    _check_list(svc, destination)
     custom_fields = _custom_fields(svc, destination)
-    delta = Delta(
-        _old_state(svc, destination.name, request.segment), full_refresh=request.full_refresh
-    )
+    old = _old_state(svc, destination.name, request.segment, destination.list_id)
+    delta = Delta(old, full_refresh=request.full_refresh)
     version = SnapshotVersion(request.snapshot, request.etag, request.requested_at, 0)
     records: list[BatchRecord] = []
 
@@ -586,6 +410,7 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
             name=request.snapshot,
             mapping=destination.field_mapping(),
         ) as snapshot:
+            delta.fields = tuple(f.name for f in snapshot.mapping.fields[1:])
             stats = plan(
                 snapshot,
                 on_batch=on_batch,
@@ -611,10 +436,27 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         )
     svc.ledger.put_batches(run_id, records)
     members = svc.storage.write_pending_state(run_id, delta)
+    slot = svc.ledger.get_slot(destination.name, request.segment)
+    verify = (
+        request.verify
+        or request.full_refresh
+        or destination.verifies(members, slot.syncs_since_verify)
+    )
 
     def planned(run: RunRecord) -> bool:
         if run.final:
             return False  # ended while planning (its destination was removed, say)
+        run.planned = True
+        run.verify = verify
+        if not verify:
+            run.verify_note = (
+                f"not verified this run: segments over {destination.verify_up_to:,} members "
+                + (
+                    f"are read back every {destination.verify_every} runs"
+                    if destination.verify_every
+                    else "are read back only when asked (--verify)"
+                )
+            )
         run.list_id = destination.list_id
         run.rows, run.valid, run.rejected = stats.rows, stats.valid, stats.rejected
         run.unchanged, run.members, run.leavers = stats.unchanged, members, leavers
@@ -632,10 +474,10 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
     if svc.ledger.update_run(run_id, planned).final:
         return
     if records:
-        _queue_batches(svc, run_id)
+        sending.queue_batches(svc, run_id)
     else:
-        finalise(svc, run_id)  # nothing to send: check the list, commit, end the run
-    _event(
+        finish.settle(svc, run_id)  # nothing to send: read the list back, or end the run
+    event(
         "run planned",
         run_id=run_id,
         destination=destination.name,
@@ -647,10 +489,6 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         unchanged=stats.unchanged,
         batches=stats.batches,
     )
-
-
-REMOVAL_BATCH: Final = 1000
-"""Emails per removal batch: 10 searches and 10 removals of 100 each."""
 
 
 def _plan_removals(
@@ -678,35 +516,10 @@ def _plan_removals(
             + "): nothing was sent. If the segment really shrank, export again allowing "
             "mass removal"
         )
-    leavers = read_emails(
-        svc.storage.state_emails(destination.name, request.segment), delta.old.left()
-    )
-    index = len(records)
-    chunk: list[str] = []
-    for email in leavers:
-        chunk.append(email)
-        if len(chunk) == REMOVAL_BATCH:
-            index = _removal_batch(svc, request.run_id, index, chunk, records)
-            chunk = []
-    if chunk:
-        _removal_batch(svc, request.run_id, index, chunk, records)
+    emails = svc.storage.state_emails(destination.name, request.segment, destination.list_id)
+    leavers = read_emails(emails, delta.old.left())
+    records += removals.removal_batches(svc, request.run_id, len(records), leavers)
     return leaving
-
-
-def _removal_batch(
-    svc: Services, run_id: str, index: int, emails: list[str], records: list[BatchRecord]
-) -> int:
-    svc.storage.write_removals(run_id, index, emails)
-    records.append(BatchRecord(run_id, index, len(emails), 0, kind="remove"))
-    return index + 1
-
-
-def _queue_batches(svc: Services, run_id: str) -> None:
-    """One message per batch not yet sent; then note that all are queued."""
-    for batch in svc.ledger.batches(run_id):
-        if batch.state == "queued":
-            svc.storage.send(CONTACT_BATCHES, BatchMessage(run_id=run_id, batch=batch.index))
-    svc.ledger.update_run(run_id, lambda r: _set(r, batches_queued=True))
 
 
 class _TextSink:
@@ -720,301 +533,19 @@ class _TextSink:
         return len(text)
 
 
-# --- sending and confirming ------------------------------------------------------------------
-
-
-def _set(record: Any, **values: Any) -> bool:
-    for key, value in values.items():
-        setattr(record, key, value)
-    return True
-
-
-def _brief(exc: BaseException) -> str:
-    return mask_emails(f"{type(exc).__name__}: {exc}")[:2000]
-
-
-def _fail_batch(svc: Services, run_id: str, index: int, reason: str) -> None:
-    def change(batch: BatchRecord) -> bool:
-        if batch.settled:
-            return False
-        batch.state = "failed"
-        batch.error = mask_emails(reason)
-        return True
-
-    svc.ledger.update_batch(run_id, index, change)
-    _event("batch failed", run_id=run_id, batch=index, reason=reason)
-    finalise(svc, run_id)
-
-
-def _destination_for(svc: Services, run: RunRecord) -> Destination | str:
-    destination = svc.destinations.get(run.destination)
-    if destination is None:
-        return "the destination was removed: the batch was not sent"
-    if destination.consent is None:
-        return "the destination's data-privacy consent was withdrawn: the batch was not sent"
-    return destination
-
-
-def send_batch(svc: Services, message: BatchMessage) -> None:
-    """Upsert one batch into the run's list; queue the first look at its import job."""
-    run_id, index = message.run_id, message.batch
-    batch = svc.ledger.get_batch(run_id, index)
-    run = svc.ledger.get_run(run_id)
-    if batch is None or run is None:
-        return  # its run is gone
-    if batch.state == "accepted":
-        # Sent already. The first delivery may have died before queueing the job check: queue
-        # one (a second check of the same job is harmless; a missing one would hang the run).
-        svc.storage.send(IMPORT_JOBS, JobCheck(run_id=run_id, batch=index, job_id=batch.job_id))
-        return
-    if batch.state != "queued":
-        return  # settled
-    destination = _destination_for(svc, run)
-    if isinstance(destination, str):
-        _fail_batch(svc, run_id, index, destination)
-        return
-    try:
-        client = svc.sendgrid(destination)
-        if batch.kind == "remove":
-            removed = _remove(client, run.list_id, svc.storage.read_removals(run_id, index))
-        else:
-            job_id = client.upsert([run.list_id], svc.storage.open_batch(run_id, index))
-    except RateLimited as exc:
-        if message.deferrals >= MAX_DEFERRALS:
-            _fail_batch(svc, run_id, index, f"still rate limited after {MAX_DEFERRALS} waits")
-            return
-        # Back in the queue until SendGrid's reset, as a new message: the wait does not
-        # count as a failed delivery (dequeue count), and no worker sleeps through it.
-        again = message.model_copy(update={"deferrals": message.deferrals + 1})
-        svc.storage.send(CONTACT_BATCHES, again, delay=exc.retry_after)
-        svc.ledger.update_batch(run_id, index, lambda b: _set(b, deferrals=again.deferrals))
-        _event("batch deferred", run_id=run_id, batch=index, seconds=round(exc.retry_after))
-        return
-    except (Unauthorized, Rejected, InputError) as exc:
-        _fail_batch(svc, run_id, index, str(exc))
-        return
-    except TransientError as exc:
-        reason = _brief(exc)
-        svc.ledger.update_batch(
-            run_id, index, lambda b: _set(b, attempts=b.attempts + 1, error=reason)
-        )
-        raise
-
-    if batch.kind == "remove":
-        svc.ledger.update_batch(
-            run_id, index, lambda b: _set(b, state="done", removed=removed, attempts=b.attempts + 1)
-        )
-        _event("removal done", run_id=run_id, batch=index, removed=removed)
-        finalise(svc, run_id)
-        return
-
-    def accepted(b: BatchRecord) -> bool:
-        if b.state != "queued":
-            return False
-        b.state, b.job_id, b.error = "accepted", job_id, ""
-        b.attempts += 1
-        return True
-
-    svc.ledger.update_batch(run_id, index, accepted)
-    svc.storage.send(
-        IMPORT_JOBS, JobCheck(run_id=run_id, batch=index, job_id=job_id), delay=FIRST_JOB_CHECK
-    )
-    if all(b.state != "queued" for b in svc.ledger.batches(run_id)):
-        svc.ledger.update_run(
-            run_id, lambda r: _set(r, state="confirming") if r.state == "sending" else False
-        )
-    _event("batch accepted", run_id=run_id, batch=index, contacts=batch.contacts)
-
-
-def _remove(client: SendGridClient, list_id: str, emails: list[str]) -> int:
-    """Take these emails off the list (never out of the account); returns how many SendGrid
-    knew. Safe to repeat: taking a contact off a list it is no longer on changes nothing."""
-    ids = client.search_emails(emails)
-    if ids:
-        client.remove_from_list(list_id, list(ids.values()))
-    return len(ids)
-
-
-def follow_job(svc: Services, message: JobCheck) -> None:
-    """Record a settled import job's counts, or look again later."""
-    run_id, index = message.run_id, message.batch
-    batch = svc.ledger.get_batch(run_id, index)
-    run = svc.ledger.get_run(run_id)
-    if batch is None or run is None:
-        return
-    if batch.settled:
-        finalise(svc, run_id)  # the first delivery may have died before finalising
-        return
-    destination = _destination_for(svc, run)
-    if isinstance(destination, str):
-        _fail_batch(svc, run_id, index, destination)
-        return
-    try:
-        job = svc.sendgrid(destination).import_status(message.job_id)
-    except RateLimited as exc:
-        svc.storage.send(IMPORT_JOBS, message, delay=exc.retry_after)
-        return
-    except (Unauthorized, NotFound, Rejected, InputError) as exc:
-        _fail_batch(svc, run_id, index, f"could not confirm the import job: {exc}")
-        return
-    except TransientError as exc:
-        reason = _brief(exc)
-        svc.ledger.update_batch(run_id, index, lambda b: _set(b, error=reason))
-        raise
-    if not job.settled:
-        if message.checks >= MAX_JOB_CHECKS:
-            _fail_batch(svc, run_id, index, "SendGrid's import job did not settle in 3 hours")
-            return
-        delay = min(MAX_JOB_CHECK_DELAY, FIRST_JOB_CHECK * 2 ** (message.checks + 1))
-        svc.storage.send(
-            IMPORT_JOBS, message.model_copy(update={"checks": message.checks + 1}), delay=delay
-        )
-        return
-
-    def settled(b: BatchRecord) -> bool:
-        if b.settled:
-            return False
-        b.requested, b.created, b.updated, b.errored = (
-            job.requested,
-            job.created,
-            job.updated,
-            job.errored,
-        )
-        b.errors_url = job.errors_url or ""
-        if job.status == "failed":
-            b.state, b.error = "failed", "SendGrid's import job failed: no contact was imported"
-        else:
-            b.state, b.error = "done", ""
-        return True
-
-    svc.ledger.update_batch(run_id, index, settled)
-    _event("job settled", run_id=run_id, batch=index, status=job.status, errored=job.errored)
-    finalise(svc, run_id)
-
-
-def finalise(svc: Services, run_id: str) -> RunRecord | None:
-    """When every batch has settled, give the run its final state and totals (once)."""
-    batches = svc.ledger.batches(run_id)
-    if not all(b.settled for b in batches):
-        return None
-    sums = totals(batches)
-    failed = [b for b in batches if b.state == "failed"]
-    current = svc.ledger.get_run(run_id)
-    count = -1
-    if current is not None and not current.final and not failed:
-        count = _list_count(svc, current)
-
-    def change(run: RunRecord) -> bool:
-        if run.final:
-            return False
-        run.requested, run.created = sums["requested"], sums["created"]
-        run.removed = sums["removed"]
-        run.updated, run.errored = sums["updated"], sums["errored"]
-        run.batches_done, run.batches_failed = sums["done"], sums["failed"]
-        if failed:
-            run.state = "failed"
-            run.error = f"{len(failed)} of {len(batches)} batches failed; batch {failed[0].index}: "
-            run.error += failed[0].error or "no reason recorded"
-        elif sums["errored"] or run.rejected:
-            run.state = "succeeded_with_errors"
-        else:
-            run.state = "succeeded"
-        _reconcile(run, count)
-        run.finished_at = utcnow()
-        return True
-
-    run = svc.ledger.update_run(run_id, change)
-    _commit_state(svc, run)
-    run = svc.ledger.get_run(run_id) or run
-    _release_slot(svc, run)
-    _event(
-        "run finished",
-        run_id=run_id,
-        destination=run.destination,
-        state=run.state,
-        created=run.created,
-        updated=run.updated,
-        errored=run.errored,
-    )
-    return run
-
-
-def _list_count(svc: Services, run: RunRecord) -> int:
-    destination = svc.destinations.get(run.destination)
-    if destination is None:
-        return -1
-    try:
-        return svc.sendgrid(destination).list_count(run.list_id)
-    except (SendGridError, InputError) as exc:
-        log.warning("could not count list of run %s: %s", run.run_id, _brief(exc))
-        return -1
-
-
-def _reconcile(run: RunRecord, count: int) -> None:
-    """Compare the list with what the segment says; a mismatch is recorded, not hidden."""
-    run.list_count = count
-    if count < 0:
-        return
-    run.drift = count - run.members
-    # Upsert mode leaves former members on the list: only missing contacts are drift there.
-    if run.drift < 0 or (run.sync_mode == "mirror" and run.drift):
-        run.state = "succeeded_with_errors"
-        run.error = (
-            f"the list holds {count:,} contacts; {run.members:,} were expected from this "
-            f"segment (drift {run.drift:+,})"
-        )
-
-
-def _commit_state(svc: Services, run: RunRecord) -> None:
-    """After a run whose every batch was done, its state becomes the one the next run compares
-    against. Where SendGrid errored contacts, the contacts of those batches are marked unsent
-    in it first, so the next run sends them again (and not every change since the last clean
-    run). A run with a failed batch keeps the old state, so the next run sends again what may
-    not have landed. Safe to repeat."""
-    if run.state_committed or run.batches_failed:
-        return
-    if run.state not in ("succeeded", "succeeded_with_errors"):
-        return
-    unsent = 0
-    if run.errored:
-        errored = [b for b in svc.ledger.batches(run.run_id) if b.kind == "upsert" and b.errored]
-        unsent = _mark_unsent(svc, run.run_id, errored)
-    svc.storage.commit_state(run.run_id, run.destination, run.segment)
-    svc.ledger.update_run(run.run_id, lambda r: _set(r, state_committed=True))
-    _event(
-        "state committed",
-        run_id=run.run_id,
-        destination=run.destination,
-        members=run.members,
-        marked_unsent=unsent,
-    )
-
-
-def _mark_unsent(svc: Services, run_id: str, batches: list[BatchRecord]) -> int:
-    """Mark the contacts of these batches unsent in the run's pending state (one batch's
-    contacts in memory at a time); returns how many members were marked."""
-    state = SyncedState.read_index(svc.storage.read_pending_index(run_id))
-    marked = 0
-    for batch in batches:
-        contacts = json.loads(svc.storage.read_batch(run_id, batch.index))
-        marked += state.mark_unsent(email_key(c["email"]) for c in contacts)
-    svc.storage.write_pending_index(run_id, state.to_index())
-    return marked
-
-
 # --- poison messages -------------------------------------------------------------------------
 
 
 def request_poisoned(svc: Services, request: ExportRequest) -> None:
     run = svc.ledger.get_run(request.run_id)
     last = run.error if run is not None and run.error else "no error was recorded"
-    fail_run(svc, request.run_id, f"planning failed on every attempt; the last: {last}")
+    finish.fail_run(svc, request.run_id, f"planning failed on every attempt; the last: {last}")
 
 
 def batch_poisoned(svc: Services, message: BatchMessage) -> None:
     batch = svc.ledger.get_batch(message.run_id, message.batch)
     last = batch.error if batch is not None and batch.error else "no error was recorded"
-    _fail_batch(
+    sending.fail_batch(
         svc, message.run_id, message.batch, f"sending failed on every attempt; the last: {last}"
     )
 
@@ -1022,7 +553,7 @@ def batch_poisoned(svc: Services, message: BatchMessage) -> None:
 def job_poisoned(svc: Services, message: JobCheck) -> None:
     batch = svc.ledger.get_batch(message.run_id, message.batch)
     last = batch.error if batch is not None and batch.error else "no error was recorded"
-    _fail_batch(
+    sending.fail_batch(
         svc,
         message.run_id,
         message.batch,

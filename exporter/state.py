@@ -1,15 +1,18 @@
-"""Synced state: which contacts a destination's list holds from one segment, and in what form.
+"""Synced state: which contacts a destination's list may hold from one segment, and in what form.
 
-A run compares each valid contact with the state of the last run whose batches all landed and sends
-only the new and the changed ones. The state is two blobs per destination x segment:
-- `index`: a header, then the members' email keys (64-bit, sorted) and the hashes of their
-  contact JSON (64-bit, same order): 16 bytes per member, loaded into two `array('Q')` and
-  searched with `bisect` (1M members: 16 MB, not a dict of strings);
-- `emails`: the members' emails, one per line, in the same order: only streamed when a mirror
-  run looks for those who left the segment.
-A new state is written beside the run and committed only once every batch is done, so a failed
-run leaves the old state, and the next run sends again what did not land. Contacts SendGrid
-errored are committed marked `UNSENT` (`mark_unsent`): the next run sends them again.
+A run compares each valid contact with the state of the destination x segment x list and sends
+only the new and the changed ones. The state is two blobs (see `exporter.storage`):
+- `index`: a header (with the names of the mapped fields), then the members' email keys (64-bit,
+  sorted), the hashes of their contact JSON (64-bit, same order) and which mapped fields each
+  contact holds (a 64-bit mask, same order): 24 bytes per member, loaded into `array('Q')`s and
+  searched with `bisect` (1M members: 24 MB, not a dict of strings). A planner loads only keys
+  and hashes; a verification loads the masks too (`read_index(..., masks=True)`).
+- `emails`: the members' emails, one per line, in the same order: streamed when a mirror run
+  looks for those who left the segment, and when a state is merged (`merge_members`).
+A run writes its state beside itself; when the run ends, whatever its outcome, the state the next
+run compares against is committed from it (`exporter.commit`): every member that may now be on
+the list is in it, those whose contact may not have landed marked `UNSENT` (sent again, or
+removed in mirror mode if they left).
 
 Keys are BLAKE2b-64 of the normalised email and of the contact's exact JSON text. A run tells
 duplicates apart by email key too (`KeySet`: 8-24 bytes a member, where a set of strings takes
@@ -25,26 +28,38 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import os
 import struct
 import sys
 import tempfile
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Final
 
-MAGIC: Final = b"SGSYNC01"
-_HEADER: Final = struct.Struct("<8sQ")
-_RECORD: Final = struct.Struct("<QQB")
-"""A spilled member: email key, contact hash, email length; the email's bytes follow."""
+MAGIC: Final = b"SGSYNC02"
+MAGIC_V1: Final = b"SGSYNC01"
+"""The first format (keys and hashes, no masks or field names): still read."""
+_HEADER: Final = struct.Struct("<8sQI")
+"""Magic, member count, bytes of the field names (JSON) that follow the header."""
+_HEADER_V1: Final = struct.Struct("<8sQ")
+_RECORD: Final = struct.Struct("<QQQB")
+"""A spilled member: email key, contact hash, field mask, email length; the email follows."""
 SPILL_MEMBERS: Final = 65_536
-"""Members collected in memory (about 10 MB) before they are sorted and written to disk."""
+"""Members collected in memory (about 12 MB) before they are sorted and written to disk."""
 UNSENT: Final = 0
 """The contact hash of a member whose contact may not have landed: no contact's hash (but for
 a 1 in 2**64 chance), so the next run sends it as changed."""
+MASK_BITS: Final = 64
+"""Mapped fields (after email) a mask can tell apart; a mapping with more is verified by
+membership only."""
 READ_BLOCK: Final = 1 << 16
 """Bytes read at a time from each sorted run while they are merged."""
+_ALL_BITS: Final = (1 << MASK_BITS) - 1
+
+Member = tuple[int, int, int, bytes]
+"""(email key, contact hash, field mask, email as UTF-8): one member of a state, in key order."""
 
 
 def email_key(email: str) -> int:
@@ -110,6 +125,10 @@ class KeySet:
             self._grow()
         return True
 
+    def update(self, keys: Iterable[int]) -> None:
+        for key in keys:
+            self.add(key)
+
     def _grow(self) -> None:
         old = self._slots
         size = 2 * len(old)
@@ -123,14 +142,31 @@ class KeySet:
                 slots[i] = key
 
 
-class SyncedState:
-    """The members a list holds from us, as of the last run whose batches all landed."""
+def _little(values: array[int]) -> array[int]:
+    if sys.byteorder != "little":  # the files are little-endian
+        values.byteswap()
+    return values
 
-    def __init__(self, keys: array[int], hashes: array[int]) -> None:
-        if len(keys) != len(hashes):
-            raise StateFormatError("state index: keys and hashes differ in length")
+
+class SyncedState:
+    """The members a list may hold from us, in email-key order.
+
+    `masks` (which mapped fields each contact holds; see `contacts.Built`) and `fields` (the
+    names of those mapped fields, in mask-bit order) are loaded only when asked for."""
+
+    def __init__(
+        self,
+        keys: array[int],
+        hashes: array[int],
+        masks: array[int] | None = None,
+        fields: Sequence[str] = (),
+    ) -> None:
+        if len(keys) != len(hashes) or (masks is not None and len(masks) != len(keys)):
+            raise StateFormatError("state index: keys, hashes and masks differ in length")
         self.keys = keys
         self.hashes = hashes
+        self.masks = masks
+        self.fields = tuple(fields)
         self.seen = bytearray(len(keys))
 
     def __len__(self) -> int:
@@ -138,42 +174,52 @@ class SyncedState:
 
     @classmethod
     def empty(cls) -> SyncedState:
-        return cls(array("Q"), array("Q"))
+        return cls(array("Q"), array("Q"), array("Q"))
 
     @classmethod
-    def read_index(cls, data: bytes) -> SyncedState:
-        if len(data) < _HEADER.size:
-            raise StateFormatError("state index is truncated")
-        magic, count = _HEADER.unpack_from(data)
-        if magic != MAGIC or len(data) != _HEADER.size + 16 * count:
-            raise StateFormatError("state index is not a state index or is damaged")
-        keys, hashes = array("Q"), array("Q")
+    def read_index(cls, data: bytes, *, masks: bool = False) -> SyncedState:
+        """Parse an `index` blob; `masks=True` loads the field masks (zeros for a first-format
+        state, which has none)."""
+        if data[:8] == MAGIC_V1 and len(data) >= _HEADER_V1.size:
+            _, count = _HEADER_V1.unpack_from(data)
+            start, fields, has_masks = _HEADER_V1.size, [], False
+        elif data[:8] == MAGIC and len(data) >= _HEADER.size:
+            _, count, names = _HEADER.unpack_from(data)
+            start = _HEADER.size + names
+            try:
+                fields = json.loads(data[_HEADER.size : start])
+            except ValueError:
+                raise StateFormatError("state index: damaged field names") from None
+            if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+                raise StateFormatError("state index: damaged field names")
+            has_masks = True
+        else:
+            raise StateFormatError("state index is not a state index or is truncated")
+        width = 24 if has_masks else 16
+        if len(data) != start + width * count:
+            raise StateFormatError("state index is damaged (its size does not match)")
         view = memoryview(data)
-        keys.frombytes(view[_HEADER.size : _HEADER.size + 8 * count])
-        hashes.frombytes(view[_HEADER.size + 8 * count :])
-        if sys.byteorder != "little":  # the file is little-endian
-            keys.byteswap()
-            hashes.byteswap()
-        return cls(keys, hashes)
+        keys, hashes = array("Q"), array("Q")
+        keys.frombytes(view[start : start + 8 * count])
+        hashes.frombytes(view[start + 8 * count : start + 16 * count])
+        loaded: array[int] | None = None
+        if masks:
+            loaded = array("Q")
+            if has_masks:
+                loaded.frombytes(view[start + 16 * count : start + 24 * count])
+            else:
+                loaded = array("Q", bytes(8 * count))
+            _little(loaded)
+        return cls(_little(keys), _little(hashes), loaded, fields)
 
     def to_index(self) -> bytes:
         """The `index` blob of this state (what `read_index` reads)."""
-        keys, hashes = array("Q", self.keys), array("Q", self.hashes)
-        if sys.byteorder != "little":
-            keys.byteswap()
-            hashes.byteswap()
-        return _HEADER.pack(MAGIC, len(keys)) + keys.tobytes() + hashes.tobytes()
-
-    def mark_unsent(self, keys: Iterable[int]) -> int:
-        """Forget the contact hashes of these members (they stay members), so the next run
-        sends them again whatever they hold; returns how many were found."""
-        found = 0
-        for key in keys:
-            i = self.index_of(key)
-            if i >= 0:
-                self.hashes[i] = UNSENT
-                found += 1
-        return found
+        names = json.dumps(list(self.fields)).encode()
+        masks = self.masks if self.masks is not None else array("Q", bytes(8 * len(self)))
+        parts = [_HEADER.pack(MAGIC, len(self), len(names)), names]
+        for values in (self.keys, self.hashes, masks):
+            parts.append(_little(array("Q", values)).tobytes())
+        return b"".join(parts)
 
     def index_of(self, key: int) -> int:
         i = bisect_left(self.keys, key)
@@ -183,6 +229,16 @@ class SyncedState:
         """Positions of the members no contact of this run matched (they left the segment)."""
         return (i for i, seen in enumerate(self.seen) if not seen)
 
+    def members(self, emails: Iterable[bytes]) -> Iterator[Member]:
+        """Every member with its email, from the state's `emails` lines (same order)."""
+        masks = self.masks if self.masks is not None else array("Q", bytes(8 * len(self)))
+        count = 0
+        for line, key, digest, mask in zip(emails, self.keys, self.hashes, masks, strict=False):
+            count += 1
+            yield key, digest, mask, line.rstrip(b"\n")
+        if count != len(self):
+            raise StateFormatError("the state's emails and index differ in length")
+
 
 class Delta:
     """Classifies a run's valid contacts against the old state and collects the new state.
@@ -190,21 +246,29 @@ class Delta:
     The planner calls `observe` for every valid contact. Members of the old state are told
     apart from duplicates by the state's `seen` flags; only new members take room in a
     `KeySet`. With `collect=False` (a dry run: `check`, the planning benchmark) nothing is
-    written to disk and only duplicates are detected.
+    written to disk and only duplicates are detected. `fields` names the mapped fields the
+    masks refer to (written into the new state's header).
     """
 
     def __init__(
-        self, old: SyncedState | None = None, *, full_refresh: bool = False, collect: bool = True
+        self,
+        old: SyncedState | None = None,
+        *,
+        full_refresh: bool = False,
+        collect: bool = True,
+        fields: Sequence[str] = (),
     ) -> None:
         self.old = SyncedState.empty() if old is None else old
         self.full_refresh = full_refresh
+        self.fields = tuple(fields)
         self.unchanged = 0
+        """Contacts not sent because the list holds them as they are (0 on a full refresh)."""
         self.new = 0
         self.changed = 0
         self._fresh = KeySet()
-        self._members = _SortedSpill() if collect else None
+        self._members = SortedSpill() if collect else None
 
-    def observe(self, email: str, contact_json: str) -> bool | None:
+    def observe(self, email: str, contact_json: str, mask: int = 0) -> bool | None:
         """Record a valid contact: None when this run has had its email already (a duplicate),
         else whether it must be sent (new, changed, or a full refresh)."""
         key = email_key(email)
@@ -218,7 +282,7 @@ class Delta:
         digest = contact_key(contact_json)
         members = self._members
         if members is not None:
-            members.add(key, digest, email)
+            members.add(key, digest, mask, email)
         if position < 0:
             self.new += 1
             return True
@@ -226,54 +290,116 @@ class Delta:
         if old.hashes[position] != digest:
             self.changed += 1
             return True
+        if self.full_refresh:
+            return True
         self.unchanged += 1
-        return self.full_refresh
+        return False
 
     def write(self, index: IO[bytes], emails: IO[bytes]) -> int:
         """Write the new state (sorted by email key); returns its member count."""
         if self._members is None:
             raise ValueError("this delta did not collect its members (collect=False)")
-        count = len(self._members)
-        index.write(_HEADER.pack(MAGIC, count))
-        # The index holds all keys, then all hashes: keys go straight to it, hashes to a
-        # temporary file appended at the end.
-        with tempfile.TemporaryFile() as hashes_file:
-            keys, hashes = array("Q"), array("Q")
-            lines: list[bytes] = []
-            for key, digest, email in self._members.drain():
-                keys.append(key)
-                hashes.append(digest)
-                lines.append(email)
-                if len(keys) == SPILL_MEMBERS:
-                    _write_part(index, keys)
-                    _write_part(hashes_file, hashes)
-                    emails.write(b"\n".join(lines) + b"\n")
-                    keys, hashes, lines = array("Q"), array("Q"), []
-            _write_part(index, keys)
-            _write_part(hashes_file, hashes)
+        return write_state(self._members.drain(), index, emails, self.fields)
+
+
+class Resend:
+    """The planner's observer when a verification heals a list: exactly the contacts whose
+    email keys are in `keys` are sent (the first valid row of each, as in the run's plan)."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self._keys = keys
+        self._sent = KeySet()
+        self.unchanged = 0
+
+    def observe(self, email: str, contact_json: str, mask: int = 0) -> bool | None:
+        key = email_key(email)
+        if key not in self._keys:
+            return False
+        return True if self._sent.add(key) else None
+
+    @property
+    def sent(self) -> int:
+        return len(self._sent)
+
+
+def write_state(
+    members: Iterable[Member], index: IO[bytes], emails: IO[bytes], fields: Sequence[str]
+) -> int:
+    """Write members (in key order, each key once) as a state's `index` and `emails`; returns
+    how many. `index` must be seekable: its count is filled in at the end."""
+    names = json.dumps(list(fields)).encode()
+    start = index.tell()
+    index.write(_HEADER.pack(MAGIC, 0, len(names)) + names)
+    count = 0
+    # The index holds all keys, then all hashes, then all masks: keys go straight to it,
+    # hashes and masks to temporary files appended at the end.
+    with tempfile.TemporaryFile() as hashes_file, tempfile.TemporaryFile() as masks_file:
+        keys, hashes, masks = array("Q"), array("Q"), array("Q")
+        lines: list[bytes] = []
+
+        def flush() -> None:
+            index.write(_little(keys).tobytes())
+            hashes_file.write(_little(hashes).tobytes())
+            masks_file.write(_little(masks).tobytes())
             if lines:
                 emails.write(b"\n".join(lines) + b"\n")
-            hashes_file.seek(0)
-            while chunk := hashes_file.read(1 << 20):
+
+        for key, digest, mask, email in members:
+            keys.append(key)
+            hashes.append(digest)
+            masks.append(mask & _ALL_BITS)
+            lines.append(email)
+            count += 1
+            if len(keys) == SPILL_MEMBERS:
+                flush()
+                keys, hashes, masks, lines = array("Q"), array("Q"), array("Q"), []
+        flush()
+        for part in (hashes_file, masks_file):
+            part.seek(0)
+            while chunk := part.read(1 << 20):
                 index.write(chunk)
-        return count
+    end = index.tell()
+    index.seek(start)
+    index.write(_HEADER.pack(MAGIC, count, len(names)))
+    index.seek(end)
+    return count
 
 
-def _write_part(out: IO[bytes], values: array[int]) -> None:
-    if sys.byteorder != "little":  # the file is little-endian
-        values.byteswap()
-    out.write(values.tobytes())
+def merge_members(
+    state: SyncedState,
+    emails: Iterable[bytes],
+    *,
+    unsent: KeySet | None = None,
+    additions: SortedSpill | None = None,
+) -> Iterator[Member]:
+    """A state's members (with their `emails` lines), those in `unsent` marked UNSENT, merged
+    with `additions` (members the list may hold although the state does not have them: they
+    keep the hash they were added with). A key in both is taken once, from the state."""
+    marks = unsent if unsent is not None and len(unsent) else None
+
+    def ours() -> Iterator[Member]:
+        for key, digest, mask, email in state.members(emails):
+            unsent = marks is not None and key in marks
+            yield key, UNSENT if unsent else digest, mask, email
+
+    extra = additions.drain() if additions is not None else iter(())
+    last: int | None = None
+    for key, digest, mask, email in heapq.merge(ours(), extra, key=lambda m: m[0]):
+        if key == last:
+            continue  # heapq.merge is stable: the state's own entry came first
+        last = key
+        yield key, digest, mask, email
 
 
-class _SortedSpill:
-    """(key, hash, email) triples, kept on disk in sorted runs and merged on the way out.
+class SortedSpill:
+    """Members (key, hash, mask, email), kept on disk in sorted runs, merged on the way out.
 
-    Each run of up to SPILL_MEMBERS triples is sorted in memory and appended to one temporary
+    Each run of up to SPILL_MEMBERS members is sorted in memory and appended to one temporary
     file; `drain` merges the runs (a heap of one cursor per run), reading each in 64 KiB
     blocks. Memory: one run being collected, plus a block per run while merging."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[int, int, bytes]] = []
+        self._pending: list[Member] = []
         self._file: IO[bytes] | None = None
         self._runs: list[tuple[int, int]] = []  # (offset, length) of each sorted run
         self._count = 0
@@ -281,8 +407,8 @@ class _SortedSpill:
     def __len__(self) -> int:
         return self._count
 
-    def add(self, key: int, digest: int, email: str) -> None:
-        self._pending.append((key, digest, email.encode()))
+    def add(self, key: int, digest: int, mask: int, email: str) -> None:
+        self._pending.append((key, digest, mask & _ALL_BITS, email.encode()))
         self._count += 1
         if len(self._pending) == SPILL_MEMBERS:
             self._spill()
@@ -295,14 +421,14 @@ class _SortedSpill:
             self._file = tempfile.TemporaryFile()  # noqa: SIM115
         self._pending.sort()
         pack = _RECORD.pack
-        data = b"".join(pack(k, h, len(e)) + e for k, h, e in self._pending)
+        data = b"".join(pack(k, h, m, len(e)) + e for k, h, m, e in self._pending)
         start = self._file.seek(0, os.SEEK_END)
         self._file.write(data)
         self._runs.append((start, len(data)))
         self._pending = []
 
-    def drain(self) -> Iterator[tuple[int, int, bytes]]:
-        """Every triple once, in key order; the spill is empty afterwards."""
+    def drain(self) -> Iterator[Member]:
+        """Every member once, in key order; the spill is empty afterwards."""
         if self._file is None:  # everything fits in memory: no disk at all
             pending, self._pending = self._pending, []
             pending.sort()
@@ -318,7 +444,7 @@ class _SortedSpill:
             self._file, self._runs = None, []
 
 
-def _read_run(fd: int, start: int, length: int) -> Iterator[tuple[int, int, bytes]]:
+def _read_run(fd: int, start: int, length: int) -> Iterator[Member]:
     """One sorted run of a spill file, record by record, read in blocks (never all at once)."""
     unpack, size, block = _RECORD.unpack_from, _RECORD.size, READ_BLOCK
     offset, end = start, start + length
@@ -332,13 +458,13 @@ def _read_run(fd: int, start: int, length: int) -> Iterator[tuple[int, int, byte
             buffer, at = buffer[at:] + fresh, 0
         if at >= len(buffer):
             return
-        key, digest, n = unpack(buffer, at)
+        key, digest, mask, n = unpack(buffer, at)
         at += size
-        yield key, digest, buffer[at : at + n]
+        yield key, digest, mask, buffer[at : at + n]
         at += n
 
 
-def read_emails(stream: IO[bytes], positions: Iterable[int]) -> Iterator[str]:
+def read_emails(stream: Iterable[bytes], positions: Iterable[int]) -> Iterator[str]:
     """The emails at the given ascending positions of a state's `emails` blob, streamed."""
     wanted = iter(positions)
     target = next(wanted, None)

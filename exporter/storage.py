@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -51,14 +51,15 @@ from exporter.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
     IMPORT_JOBS,
+    LIST_CHECKS,
     POISON_SUFFIX,
 )
 from exporter.snapshots import Parts, detect_format
-from exporter.state import Delta
+from exporter.state import Delta, Member, write_state
 
 SEGMENTS: Final = "segments"
 APP_CONTAINER: Final = "exporter"
-QUEUES: Final = (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS, CDM_MANIFESTS)
+QUEUES: Final = (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS, LIST_CHECKS, CDM_MANIFESTS)
 MAX_QUEUE_DELAY: Final = 7 * 24 * 3600 - 60  # a queue message can be hidden for up to 7 days
 READ_RANGE: Final = 4 << 20
 """Snapshots are read in 4 MiB ranges (the SDK's first GET would otherwise take 32 MiB)."""
@@ -116,17 +117,28 @@ class RunStorage(Protocol):
 
     def delete_run_blobs(self, run_id: str) -> None: ...
 
-    def read_state(self, destination: str, segment: str) -> bytes | None: ...
+    def read_state(self, destination: str, segment: str, list_id: str) -> bytes | None: ...
+
+    def state_emails(self, destination: str, segment: str, list_id: str) -> Iterable[bytes]: ...
+
+    def write_state(
+        self,
+        destination: str,
+        segment: str,
+        list_id: str,
+        members: Iterable[Member],
+        fields: Sequence[str],
+    ) -> int: ...
 
     def write_pending_state(self, run_id: str, delta: Delta) -> int: ...
 
     def read_pending_index(self, run_id: str) -> bytes: ...
 
-    def write_pending_index(self, run_id: str, data: bytes) -> None: ...
+    def pending_emails(self, run_id: str) -> Iterable[bytes]: ...
 
-    def commit_state(self, run_id: str, destination: str, segment: str) -> None: ...
+    def put_run_file(self, run_id: str, name: str, data: bytes | IO[bytes]) -> None: ...
 
-    def state_emails(self, destination: str, segment: str) -> IO[bytes]: ...
+    def open_run_file(self, run_id: str, name: str) -> Iterable[bytes] | None: ...
 
     def write_removals(self, run_id: str, index: int, emails: list[str]) -> None: ...
 
@@ -264,7 +276,7 @@ class Storage:
                 item.name, str(item.etag), item.last_modified, int(item.size or 0)
             )
             # Blob times have one-second resolution: a tie goes to the later name, as in
-            # `runs._order` (exports name their files by time).
+            # `slots.order` (exports name their files by time).
             if newest is None or (version.last_modified, version.name) > (
                 newest.last_modified,
                 newest.name,
@@ -366,18 +378,53 @@ class Storage:
 
     # --- synced state (see exporter.state) -------------------------------------------------------
 
-    def read_state(self, destination: str, segment: str) -> bytes | None:
-        """The committed state's index (16 bytes a member), or None before the first success."""
+    def read_state(self, destination: str, segment: str, list_id: str) -> bytes | None:
+        """The committed state's index of this destination x segment x list, or None before
+        its first run (a destination moved to another list starts that list from nothing)."""
         try:
             data: bytes = self.app.download_blob(
-                state_blob(destination, segment, "index")
+                state_blob(destination, segment, list_id, "index")
             ).readall()
         except ResourceNotFoundError:
             return None
         return data
 
+    def state_emails(self, destination: str, segment: str, list_id: str) -> Iterable[bytes]:
+        """The committed state's emails, streamed line by line."""
+        downloader = self.app.download_blob(state_blob(destination, segment, list_id, "emails"))
+        return _Lines(downloader.chunks())
+
+    def write_state(
+        self,
+        destination: str,
+        segment: str,
+        list_id: str,
+        members: Iterable[Member],
+        fields: Sequence[str],
+    ) -> int:
+        """Commit a state (members in key order) for this destination x segment x list, and
+        delete the states of the other lists the destination x segment had (and the one kept
+        before states were per list): only the list the destination names now is trusted."""
+        with (
+            tempfile.SpooledTemporaryFile(max_size=1 << 20) as index,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20) as emails,
+        ):
+            count = write_state(members, index, emails, fields)
+            for part, spool in (("emails", emails), ("index", index)):  # the index last
+                spool.seek(0)
+                self.app.upload_blob(
+                    state_blob(destination, segment, list_id, part), spool, overwrite=True
+                )
+        keep = state_blob(destination, segment, list_id, "")
+        for blob in self.app.list_blobs(name_starts_with=f"state/{destination}/{segment}/"):
+            if not blob.name.startswith(keep):
+                with contextlib.suppress(ResourceNotFoundError):
+                    self.app.delete_blob(blob.name)
+        return count
+
     def write_pending_state(self, run_id: str, delta: Delta) -> int:
-        """The state this run would leave, beside the run until every batch is done."""
+        """The state this run's snapshot says (its members and their contacts), beside the run:
+        what its list is compared with, and what its committed state is made from."""
         with (
             tempfile.SpooledTemporaryFile(max_size=1 << 20) as index,
             tempfile.SpooledTemporaryFile(max_size=1 << 20) as emails,
@@ -392,21 +439,21 @@ class Storage:
         data: bytes = self.app.download_blob(f"runs/{run_id}/state/index").readall()
         return data
 
-    def write_pending_index(self, run_id: str, data: bytes) -> None:
-        self.app.upload_blob(f"runs/{run_id}/state/index", data, overwrite=True)
+    def pending_emails(self, run_id: str) -> Iterable[bytes]:
+        return _Lines(self.app.download_blob(f"runs/{run_id}/state/emails").chunks())
 
-    def commit_state(self, run_id: str, destination: str, segment: str) -> None:
-        """Make a run's pending state the destination x segment's state (streamed copy)."""
-        for part in ("emails", "index"):  # the index last: it is what the next run reads first
-            source = self.app.download_blob(f"runs/{run_id}/state/{part}")
-            self.app.upload_blob(
-                state_blob(destination, segment, part), source.chunks(), overwrite=True
-            )
+    def put_run_file(self, run_id: str, name: str, data: bytes | IO[bytes]) -> None:
+        """A file of the run's own (what a look at its list found), replaced if there."""
+        self.app.upload_blob(f"runs/{run_id}/{name}", data, overwrite=True)
 
-    def state_emails(self, destination: str, segment: str) -> IO[bytes]:
-        """The committed state's emails, streamed line by line."""
-        downloader = self.app.download_blob(state_blob(destination, segment, "emails"))
-        return cast(IO[bytes], _Lines(downloader.chunks()))
+    def open_run_file(self, run_id: str, name: str) -> Iterable[bytes] | None:
+        """A file of the run's, line by line (None when it was never written)."""
+        client = self.app.get_blob_client(f"runs/{run_id}/{name}")
+        try:
+            downloader = client.download_blob()
+        except ResourceNotFoundError:
+            return None
+        return _Lines(downloader.chunks())
 
     def write_removals(self, run_id: str, index: int, emails: list[str]) -> None:
         self.app.upload_blob(
@@ -442,8 +489,8 @@ def removal_blob(run_id: str, index: int) -> str:
     return f"runs/{run_id}/removals/{index:05d}.txt"
 
 
-def state_blob(destination: str, segment: str, part: str) -> str:
-    return f"state/{destination}/{segment}/{part}"
+def state_blob(destination: str, segment: str, list_id: str, part: str) -> str:
+    return f"state/{destination}/{segment}/{list_id}/{part}"
 
 
 def batch_blob(run_id: str, index: int) -> str:

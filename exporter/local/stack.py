@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
+from urllib.parse import urlsplit
 
 from exporter.local.azurite import AzuriteProcess, ensure_installed, start_azurite
 from exporter.local.process import Child
@@ -64,23 +65,7 @@ class Stack:
         self.azurite = start_azurite(
             self.data_dir / "azurite", blob_port=ports[0], queue_port=ports[1], table_port=ports[2]
         )
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
-        self.sandbox = Child(
-            "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "exporter.local.sandbox",
-                "--port",
-                "3030" if self.fixed_ports else "0",
-                *self.sandbox_args,
-            ],
-            env=base_env,
-            cwd=self.root,
-            ready=re.compile(r"sandbox listening on (\S+)"),
-            timeout=START_TIMEOUT,
-            echo=self.echo,
-        )
+        self.sandbox = self._start_sandbox(3030 if self.fixed_ports else 0)
         self.sandbox_url = self.sandbox.match.group(1)
         self.settings = {
             "FUNCTIONS_WORKER_RUNTIME": "python",
@@ -88,6 +73,10 @@ class Stack:
             "SENDGRID_API_BASE_URL": self.sandbox_url,
             "REFRESH_SCHEDULE": "0 0 2 * * *",
             "KEY_VAULT_URI": "",
+            # The sandbox applies changes at once (unless asked to lag): look at a run's list
+            # a second after its jobs settle, and again 3 s after a difference (SendGrid: 60/300).
+            "VERIFY_DELAY_SECONDS": "1",
+            "VERIFY_LAG_SECONDS": "3",
             **self.extra_settings,
         }
         self.start_host()
@@ -115,6 +104,38 @@ class Stack:
             echo=self.echo,
         )
         return self.host
+
+    def _start_sandbox(self, port: int) -> Child:
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+        return Child(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "exporter.local.sandbox",
+                "--port",
+                str(port),
+                *self.sandbox_args,
+            ],
+            env=base_env,
+            cwd=self.root,
+            ready=re.compile(r"sandbox listening on (\S+)"),
+            timeout=START_TIMEOUT,
+            echo=self.echo,
+        )
+
+    def restart_sandbox(self) -> Child:
+        """Stop the sandbox (by its PID) and start a new, empty one on the same port with the
+        same arguments, as when SendGrid loses everything: `sandbox_url` and the host's
+        settings stay valid. Faults changed at runtime are back to the startup arguments."""
+        if self.sandbox is None:
+            raise RuntimeError("the stack has not started a sandbox")
+        port = urlsplit(self.sandbox_url).port
+        if port is None:
+            raise RuntimeError(f"no port in the sandbox's URL {self.sandbox_url!r}")
+        self.sandbox.stop()
+        self.sandbox = self._start_sandbox(port)
+        return self.sandbox
 
     def stop(self) -> None:
         """Stop the host, the sandbox and Azurite, each by its PID (idempotent)."""

@@ -26,6 +26,8 @@ var queueNames = [
   'contact-batches-poison'
   'import-jobs'
   'import-jobs-poison'
+  'list-checks'
+  'list-checks-poison'
   'cdm-manifests'
   'cdm-manifests-poison'
 ]

@@ -22,6 +22,7 @@ from exporter.destinations import Consent, Destination
 from exporter.errors import InputError
 from exporter.ledger import RunRecord
 from exporter.messages import CDM_MANIFESTS, EXPORT_REQUESTS, ManifestCheck, decode
+from exporter.services import seconds_setting
 from exporter.snapshots import Parts, open_snapshot
 from exporter.storage import (
     SnapshotVersion,
@@ -124,7 +125,7 @@ def test_a_customer_insights_folder_exports_its_entity_as_one_run(world: World) 
     run = world.ledger.get_run(run_id)
     assert run is not None
     assert (run.segment, run.snapshot) == ("HighValue", f"{MANIFEST}#HighValue")
-    assert run.state == "succeeded_with_errors"
+    assert run.state == "succeeded"  # one row rejected (reported); the list holds the rest
     assert (run.rows, run.valid, run.rejected, run.sent, run.batches) == (101, 100, 1, 100, 3)
     assert world.members("marketing") == people(range(100))
     report = list(csv.DictReader(io.StringIO(world.storage.blobs[run.reject_report].decode())))
@@ -291,9 +292,14 @@ def test_a_poisoned_look_exports_what_is_complete_and_ends_the_rest(world: World
 
 def test_bad_cdm_settings_are_refused_at_start() -> None:
     with pytest.raises(InputError, match="CDM_WAIT_SECONDS must be a number of seconds"):
-        runs._seconds({"CDM_WAIT_SECONDS": "soon"}, "CDM_WAIT_SECONDS", 1.0)
-    assert runs._seconds({"CDM_RECHECK_SECONDS": " 2.5 "}, "CDM_RECHECK_SECONDS", 30.0) == 2.5
-    assert runs._seconds({}, "CDM_RECHECK_SECONDS", 30.0) == 30.0
+        seconds_setting({"CDM_WAIT_SECONDS": "soon"}, "CDM_WAIT_SECONDS", 1.0)
+    assert seconds_setting({"CDM_RECHECK_SECONDS": " 2.5 "}, "CDM_RECHECK_SECONDS", 30.0) == 2.5
+    assert seconds_setting({}, "CDM_RECHECK_SECONDS", 30.0) == 30.0
+    with pytest.raises(InputError, match="VERIFY_LAG_SECONDS must be a number of seconds"):
+        seconds_setting({"VERIFY_LAG_SECONDS": "-1"}, "VERIFY_LAG_SECONDS", 1.0, zero=True)
+    assert (
+        seconds_setting({"VERIFY_DELAY_SECONDS": "0"}, "VERIFY_DELAY_SECONDS", 60, zero=True) == 0
+    )
 
 
 # --- the Azure storage adapter, on Azurite ------------------------------------------------------

@@ -15,47 +15,32 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter import runs
-from exporter.destinations import Consent, Destination
+from exporter import runs, sending, slots, verification
 from exporter.ledger import RunRecord
 from exporter.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
     IMPORT_JOBS,
+    LIST_CHECKS,
     BatchMessage,
     ExportRequest,
     JobCheck,
+    ListCheck,
     decode,
 )
-from exporter.sendgrid import TransientError
 from exporter.storage import SnapshotVersion
-from tests.support.flow import FlowWorld
+from tests.support.flow import ListWorld
 from tests.support.sandbox import SandboxProcess, start_sandbox
 
 pytestmark = pytest.mark.functional
+UNVERIFIED = {"verify_up_to": 0, "verify_every": 0}
+"""A destination that never reads its list back (unless a run asks)."""
 
 KEY = "SG.flow-test-key"
-CONSENT = Consent(accepted_by="dpo@company.example", accepted_at=datetime(2026, 11, 1, tzinfo=UTC))
 
 
 @dataclass
-class World(FlowWorld):
-    list_id: str = ""
-
-    def destination(self, **changes: object) -> Destination:
-        values: dict[str, object] = {
-            "name": "marketing",
-            "display_name": "Marketing",
-            "list_id": self.list_id,
-            "api_key_secret": "SG_KEY",
-            "segments": ["loyal"],
-            "consent": CONSENT,
-        }
-        values.update(changes)
-        destination = Destination.model_validate(values)
-        self.destinations.put(destination)
-        return destination
-
+class World(ListWorld):
     def drop(self, name: str, text: str) -> SnapshotVersion:
         return self.storage.put_snapshot(name, text.encode())
 
@@ -89,7 +74,15 @@ def test_a_snapshot_ends_up_exactly_in_the_list(world: World) -> None:
 
     run = world.ledger.get_run(run_id)
     assert run is not None
-    assert run.state == "succeeded_with_errors"  # rows were rejected; every contact landed
+    # Rows were rejected (reported below), but the list holds exactly the valid contacts: read
+    # back from SendGrid, member by member.
+    assert (run.state, run.verified, run.looks, run.missing, run.changed) == (
+        "succeeded",
+        True,
+        1,
+        0,
+        0,
+    )
     assert (run.rows, run.valid, run.rejected, run.duplicates, run.blank) == (104, 100, 2, 1, 1)
     assert run.reasons == {"invalid_email": 1, "ragged_row": 1}
     assert (run.batches, run.batches_done, run.batches_failed) == (3, 3, 0)  # 40 per batch
@@ -112,7 +105,7 @@ def test_states_move_queued_planning_sending_confirming_succeeded(world: World) 
     world.plan_queued()
     assert world.ledger.get_run(run_id).state == "sending"  # type: ignore[union-attr]
     for m in world.take_batches():
-        runs.send_batch(world.svc, m)
+        sending.send_batch(world.svc, m)
     assert world.ledger.get_run(run_id).state == "confirming"  # type: ignore[union-attr]
     world.pump()
     assert world.ledger.get_run(run_id).state == "succeeded"  # type: ignore[union-attr]
@@ -135,7 +128,7 @@ def test_every_message_delivered_twice_still_counts_once(world: World) -> None:
     for _ in range(20):
         sent = [
             m
-            for q in (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS)
+            for q in (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS, LIST_CHECKS)
             for m in world.storage.take(q)
         ]
         if not sent:
@@ -144,12 +137,13 @@ def test_every_message_delivered_twice_still_counts_once(world: World) -> None:
         for m in sent + sent:  # at-least-once: every message twice
             handler, model = {
                 EXPORT_REQUESTS: (runs.plan_run, ExportRequest),
-                CONTACT_BATCHES: (runs.send_batch, BatchMessage),
-                IMPORT_JOBS: (runs.follow_job, JobCheck),
+                CONTACT_BATCHES: (sending.send_batch, BatchMessage),
+                IMPORT_JOBS: (sending.follow_job, JobCheck),
+                LIST_CHECKS: (verification.check_list, ListCheck),
             }[m.queue]
             handler(world.svc, decode(model, m.body))  # type: ignore[operator]
     run = world.only_run()
-    assert run.state == "succeeded"
+    assert (run.state, run.verified) == ("succeeded", True)
     assert (run.requested, run.created, run.batches_done) == (90, 90, 3)
     upserts = sum(
         n for k, n in world.sandbox.requests().items() if k.startswith("PUT /v3/marketing/contacts")
@@ -163,7 +157,7 @@ def test_a_429_defers_the_batch_without_failing_it(world: World) -> None:
     world.plan_queued()
     world.sandbox.faults(throttle_rate=1.0)  # type: ignore[attr-defined]
     (message,) = world.take_batches()
-    runs.send_batch(world.svc, message)  # no exception: deferred
+    sending.send_batch(world.svc, message)  # no exception: deferred
     (again,) = world.storage.queues[CONTACT_BATCHES]
     assert again.delay >= 1
     assert decode(BatchMessage, again.body).deferrals == 1
@@ -175,26 +169,64 @@ def test_a_429_defers_the_batch_without_failing_it(world: World) -> None:
     assert len(world.members()) == 10
 
 
-def test_a_5xx_fails_the_invocation_so_the_host_retries(world: World) -> None:
+def test_a_5xx_puts_the_batch_back_with_a_growing_delay(world: World) -> None:
     world.destination()
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.plan_queued()
     (message,) = world.take_batches()
     world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
-    with pytest.raises(TransientError):
-        runs.send_batch(world.svc, message)
+    delays = []
+    for _ in range(3):
+        sending.send_batch(world.svc, message)  # no exception: no delivery attempt is spent
+        (again,) = world.storage.take(CONTACT_BATCHES)
+        message = decode(BatchMessage, again.body)
+        delays.append(again.delay)
+    assert message.retries == 3
+    assert 0.75 <= delays[0] <= 1 and 1.5 <= delays[1] <= 2 and 3 <= delays[2] <= 4
     batch = world.ledger.batches(world.only_run().run_id)[0]
-    assert (batch.state, batch.attempts) == ("queued", 1)
+    assert (batch.state, batch.attempts) == ("queued", 3)
     assert "HTTP 500" in batch.error
     world.sandbox.faults(error_rate=0.0)  # type: ignore[attr-defined]
-    runs.send_batch(world.svc, message)  # the host's retry
+    sending.send_batch(world.svc, message)  # the queue delivers it again
     world.pump()
     assert world.only_run().state == "succeeded"
 
 
-def test_a_permanently_rejected_batch_fails_the_run_and_says_why(world: World) -> None:
+def test_sendgrid_failing_every_time_fails_the_batch_after_the_last_retry(world: World) -> None:
+    world.destination(**UNVERIFIED)
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    world.plan_queued()
+    (message,) = world.take_batches()
+    world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
+    for _ in range(sending.MAX_RETRIES):
+        sending.send_batch(world.svc, message)
+        queued = world.storage.take(CONTACT_BATCHES)
+        if not queued:
+            break
+        message = decode(BatchMessage, queued[0].body)
+    world.sandbox.faults(error_rate=0.0)  # type: ignore[attr-defined]
+    run = world.only_run()
+    assert run.state == "failed"
+    assert f"SendGrid failed {sending.MAX_RETRIES} times in a row; the last:" in run.error
+    assert "HTTP 500" in run.error
+
+
+def test_a_missing_list_fails_the_run_before_anything_is_sent(world: World) -> None:
     world.destination(list_id="7d3f9a2e-1111-4222-8333-444455556666")  # no such list
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
+    world.pump()
+    run = world.only_run()
+    assert run.state == "failed"
+    assert "SendGrid has no list 7d3f9a2e-1111-4222-8333-444455556666" in run.error
+    assert "--list-name" in run.error
+    assert (run.batches, run.state_committed, upserted(world)) == (0, False, 0)
+
+
+def test_a_permanently_rejected_batch_fails_the_run_and_says_why(world: World) -> None:
+    world.destination(**UNVERIFIED)
+    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
+    world.plan_queued()
+    world.client.delete_list(world.list_id)  # gone after planning: SendGrid refuses the upserts
     world.pump()
     run = world.only_run()
     assert run.state == "failed"
@@ -204,22 +236,28 @@ def test_a_permanently_rejected_batch_fails_the_run_and_says_why(world: World) -
         in run.error
     )
     assert "list_ids" in run.error
-    assert world.members() == {}
+    assert world.sandbox.state()["contacts"] == 0  # nothing was taken
 
 
-def test_poisoned_batch_marks_the_run_failed_with_the_last_error(world: World) -> None:
-    world.destination()
+def test_poisoned_batch_marks_the_run_failed_with_the_last_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.destination(**UNVERIFIED)
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.plan_queued()
     (message,) = world.take_batches()
-    world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
+
+    def broken(run_id: str, index: int) -> None:
+        raise OSError("storage is unreachable")
+
+    monkeypatch.setattr(world.storage, "open_batch", broken)
     for _ in range(5):
-        with pytest.raises(TransientError):
-            runs.send_batch(world.svc, message)
+        with pytest.raises(OSError, match="unreachable"):  # not SendGrid's: the host retries
+            sending.send_batch(world.svc, message)
     runs.batch_poisoned(world.svc, message)  # the host gave up
     run = world.only_run()
     assert run.state == "failed"
-    assert "batch 0: sending failed on every attempt; the last: TransientError" in run.error
+    assert "batch 0: sending failed on every attempt; the last: OSError" in run.error
     assert world.ledger.batches(run.run_id)[0].attempts == 5
 
 
@@ -363,8 +401,8 @@ def crash_on_send(world: World, queue: str, after: int) -> None:
 def deliver(world: World, queue: str) -> None:
     handler, model = {
         EXPORT_REQUESTS: (runs.plan_run, ExportRequest),
-        CONTACT_BATCHES: (runs.send_batch, BatchMessage),
-        IMPORT_JOBS: (runs.follow_job, JobCheck),
+        CONTACT_BATCHES: (sending.send_batch, BatchMessage),
+        IMPORT_JOBS: (sending.follow_job, JobCheck),
     }[queue]
     for m in world.storage.take(queue):
         try:
@@ -412,11 +450,11 @@ def test_a_follower_dying_before_finalising_does_not_hang_the_run(
     deliver(world, EXPORT_REQUESTS)
     deliver(world, CONTACT_BATCHES)
     time.sleep(0.2)
-    real = runs.finalise
-    monkeypatch.setattr(runs, "finalise", lambda svc, run_id: (_ for _ in ()).throw(Crash()))
+    real = sending.settle
+    monkeypatch.setattr(sending, "settle", lambda svc, run_id: (_ for _ in ()).throw(Crash()))
     deliver(world, IMPORT_JOBS)  # the batch settled, then the process died
     assert world.only_run().state == "confirming"
-    monkeypatch.setattr(runs, "finalise", real)
+    monkeypatch.setattr(sending, "settle", real)
     world.pump()  # the job check is redelivered
     assert world.only_run().state == "succeeded"
 
@@ -472,7 +510,9 @@ def test_a_full_refresh_sends_everyone(world: World) -> None:
     runs.request_exports(world.svc, version, "api", full_refresh=True)
     world.pump()
     run = latest(world)
-    assert (run.full_refresh, run.sent, run.unchanged, run.state) == (True, 50, 50, "succeeded")
+    # Everyone sent: none counts as "unchanged" (that is what was not sent).
+    assert (run.full_refresh, run.sent, run.unchanged, run.state) == (True, 50, 0, "succeeded")
+    assert run.verified  # a full refresh also reads the list back
 
 
 def test_every_third_run_is_a_full_refresh_when_the_destination_asks(world: World) -> None:
@@ -500,7 +540,7 @@ def test_every_third_run_is_a_full_refresh_when_the_destination_asks(world: Worl
 
 
 def test_a_failed_run_does_not_count_towards_the_next_full_refresh(world: World) -> None:
-    world.destination(full_refresh_every=2)
+    world.destination(full_refresh_every=2, **UNVERIFIED)
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(20)))
     world.pump()
     changed = world.drop("loyal/a.csv", segment_csv(20).replace(",Name1,", ",Changed1,"))
@@ -524,29 +564,31 @@ def test_a_failed_run_does_not_count_towards_the_next_full_refresh(world: World)
     )
 
 
-def test_a_failed_run_keeps_the_old_state_so_the_next_run_sends_again(world: World) -> None:
-    world.destination()
+def test_a_failed_run_commits_what_landed_so_the_next_run_sends_only_the_rest(
+    world: World,
+) -> None:
+    world.destination(**UNVERIFIED)
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(60)))
     world.pump()
     changed = segment_csv(60).replace(",Name", ",Changed")  # all 60 changed
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
     world.plan_queued()
     first, second = world.take_batches()
-    runs.send_batch(world.svc, first)  # one batch lands
-    runs.batch_poisoned(world.svc, second)  # the other never does
+    sending.send_batch(world.svc, first)  # one batch (40) lands
+    runs.batch_poisoned(world.svc, second)  # the other (20) never does
     world.pump()
     failed = latest(world)
-    assert (failed.state, failed.state_committed) == ("failed", False)
+    assert (failed.state, failed.state_committed) == ("failed", True)
 
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "\n"))  # same rows again
     world.pump()
     again = latest(world)
-    assert (again.state, again.sent, again.state_committed) == ("succeeded", 60, True)
+    assert (again.state, again.sent, again.state_committed) == ("succeeded", 20, True)
     assert all(m["first_name"].startswith("Changed") for m in world.members().values())
 
 
 def test_contacts_sendgrid_errored_are_sent_again_and_nothing_else(world: World) -> None:
-    world.destination()
+    world.destination(**UNVERIFIED)
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
     world.pump()
     changed = segment_csv(100).replace(",Name1", ",Changed1")  # 11 rows: user1, user10-19
@@ -556,15 +598,15 @@ def test_contacts_sendgrid_errored_are_sent_again_and_nothing_else(world: World)
     world.plan_queued()
     first, second = world.take_batches()
     world.sandbox.faults(contact_error_rate=1.0)  # type: ignore[attr-defined]
-    runs.send_batch(world.svc, first)  # SendGrid errors all 40
+    sending.send_batch(world.svc, first)  # SendGrid errors all 40
     deadline = time.monotonic() + 30
     while not world.ledger.get_batch(first.run_id, first.batch).settled:  # its job settles
         assert time.monotonic() < deadline, "the import job did not settle"
         time.sleep(0.1)
         for m in world.storage.take(IMPORT_JOBS):
-            runs.follow_job(world.svc, decode(JobCheck, m.body))
+            sending.follow_job(world.svc, decode(JobCheck, m.body))
     world.sandbox.faults(contact_error_rate=0.0)  # type: ignore[attr-defined]
-    runs.send_batch(world.svc, second)  # these 12 land
+    sending.send_batch(world.svc, second)  # these 12 land
     world.pump()
     partial = latest(world)
     assert (partial.state, partial.sent, partial.errored) == ("succeeded_with_errors", 52, 40)
@@ -589,7 +631,7 @@ def test_over_the_profile_cap_nothing_is_sent(world: World) -> None:
     assert "51 valid profiles, over the cap of 50 set on destination 'marketing'" in run.error
     assert upserted(world) == 0
     assert not [b for b in world.storage.blobs if "/batches/" in b]
-    assert world.storage.read_state("marketing", "loyal") is None
+    assert world.storage.read_state("marketing", "loyal", world.list_id) is None
 
 
 def people(*numbers: int, name: str = "Name") -> str:
@@ -680,7 +722,7 @@ def test_two_snapshots_racing_never_interleave_and_the_newer_wins(world: World) 
     assert by_snapshot["loyal/b.csv"].state == "sending"
     assert by_snapshot["loyal/c.csv"].state == "queued"  # waits for the older one
     (waiting,) = world.storage.queues[EXPORT_REQUESTS]
-    assert waiting.delay == runs.SLOT_WAIT
+    assert waiting.delay == slots.SLOT_WAIT
     world.pump()
     by_snapshot = {r.snapshot: r for r in world.ledger.runs()}
     assert by_snapshot["loyal/b.csv"].state == "succeeded"
@@ -702,20 +744,23 @@ def test_the_newer_snapshot_planned_first_makes_the_older_one_skip(world: World)
     assert set(world.members()) == {f"user{i}@example.com" for i in range(30, 90)}
 
 
-def test_drift_between_the_list_and_the_segment_is_recorded(world: World) -> None:
-    world.destination(sync_mode="mirror")
+def test_an_unverified_run_records_the_count_it_sees_and_says_it_did_not_verify(
+    world: World,
+) -> None:
+    world.destination(sync_mode="mirror", **UNVERIFIED)
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(20))))
     world.pump()
     first = latest(world)
     assert (first.list_count, first.drift, first.state) == (20, 0, "succeeded")
+    assert not first.verified
+    assert first.verify_note.startswith("not verified this run: segments over 0 members")
     someone = world.client.search_emails(["user3@example.com"])  # removed by hand in SendGrid
     world.client.remove_from_list(world.list_id, someone.values())
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(20)) + "\n"))
     world.pump()
     run = latest(world)
-    assert (run.sent, run.list_count, run.drift) == (0, 19, -1)
-    assert run.state == "succeeded_with_errors"
-    assert "the list holds 19 contacts; 20 were expected from this segment (drift -1)" in run.error
+    # Every batch landed (there were none): an unverified run trusts that, and shows the count.
+    assert (run.sent, run.list_count, run.drift, run.state) == (0, 19, -1, "succeeded")
 
 
 def test_snapshots_written_in_the_same_second_are_ordered_by_name(world: World) -> None:

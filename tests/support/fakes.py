@@ -6,6 +6,7 @@ import hashlib
 import io
 import itertools
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -15,7 +16,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from exporter import cdm
 from exporter.batching import ContactStream
 from exporter.snapshots import Parts
-from exporter.state import Delta
+from exporter.state import Delta, Member, write_state
 from exporter.storage import (
     SnapshotVersion,
     cdm_pointer_blob,
@@ -127,8 +128,28 @@ class MemoryStorage:
         for name in [n for n in self.blobs if n.startswith(f"runs/{run_id}/batches/")]:
             del self.blobs[name]
 
-    def read_state(self, destination: str, segment: str) -> bytes | None:
-        return self.blobs.get(f"state/{destination}/{segment}/index")
+    def read_state(self, destination: str, segment: str, list_id: str) -> bytes | None:
+        return self.blobs.get(f"state/{destination}/{segment}/{list_id}/index")
+
+    def state_emails(self, destination: str, segment: str, list_id: str) -> Iterable[bytes]:
+        return io.BytesIO(self.blobs[f"state/{destination}/{segment}/{list_id}/emails"])
+
+    def write_state(
+        self,
+        destination: str,
+        segment: str,
+        list_id: str,
+        members: Iterable[Member],
+        fields: Sequence[str],
+    ) -> int:
+        index, emails = io.BytesIO(), io.BytesIO()
+        count = write_state(members, index, emails, fields)
+        prefix = f"state/{destination}/{segment}/"
+        for name in [n for n in self.blobs if n.startswith(prefix)]:
+            del self.blobs[name]
+        self.blobs[f"{prefix}{list_id}/index"] = index.getvalue()
+        self.blobs[f"{prefix}{list_id}/emails"] = emails.getvalue()
+        return count
 
     def write_pending_state(self, run_id: str, delta: Delta) -> int:
         index, emails = io.BytesIO(), io.BytesIO()
@@ -137,23 +158,21 @@ class MemoryStorage:
         self.blobs[f"runs/{run_id}/state/emails"] = emails.getvalue()
         return count
 
-    def state_emails(self, destination: str, segment: str) -> IO[bytes]:
-        return io.BytesIO(self.blobs[f"state/{destination}/{segment}/emails"])
+    def read_pending_index(self, run_id: str) -> bytes:
+        return self.blobs[f"runs/{run_id}/state/index"]
+
+    def pending_emails(self, run_id: str) -> Iterable[bytes]:
+        return io.BytesIO(self.blobs[f"runs/{run_id}/state/emails"])
+
+    def put_run_file(self, run_id: str, name: str, data: bytes | IO[bytes]) -> None:
+        self.blobs[f"runs/{run_id}/{name}"] = data if isinstance(data, bytes) else data.read()
+
+    def open_run_file(self, run_id: str, name: str) -> Iterable[bytes] | None:
+        data = self.blobs.get(f"runs/{run_id}/{name}")
+        return None if data is None else io.BytesIO(data)
 
     def write_removals(self, run_id: str, index: int, emails: list[str]) -> None:
         self.blobs[f"runs/{run_id}/removals/{index:05d}.txt"] = "\n".join(emails).encode()
 
     def read_removals(self, run_id: str, index: int) -> list[str]:
         return self.blobs[f"runs/{run_id}/removals/{index:05d}.txt"].decode().split("\n")
-
-    def read_pending_index(self, run_id: str) -> bytes:
-        return self.blobs[f"runs/{run_id}/state/index"]
-
-    def write_pending_index(self, run_id: str, data: bytes) -> None:
-        self.blobs[f"runs/{run_id}/state/index"] = data
-
-    def commit_state(self, run_id: str, destination: str, segment: str) -> None:
-        for part in ("emails", "index"):
-            self.blobs[f"state/{destination}/{segment}/{part}"] = self.blobs[
-                f"runs/{run_id}/state/{part}"
-            ]

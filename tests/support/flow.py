@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Self
 
-from exporter import runs
-from exporter.destinations import MemoryDestinationStore
+from exporter import runs, sending, verification
+from exporter.destinations import Consent, Destination, MemoryDestinationStore
 from exporter.ledger import MemoryRunLedger
 from exporter.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
     IMPORT_JOBS,
+    LIST_CHECKS,
     BatchMessage,
     ExportRequest,
     JobCheck,
+    ListCheck,
     decode,
 )
 from exporter.secrets import EnvSecretProvider
@@ -46,8 +49,11 @@ class FlowWorld:
     ) -> Self:
         """The flow on `sandbox`: the test's client uses `key`; the flow reads the API key from
         the secret SG_KEY, which holds `secret` (default: `key`). `options` are further
-        `runs.Services` fields."""
+        `runs.Services` fields (looks at a list are taken at once, and again 0.2 s later,
+        unless they say otherwise)."""
         settings = SendGridSettings(base_url=sandbox.url, timeout_seconds=5)
+        options = {"verify_delay": 0.0, "verify_lag": 0.2, **options}
+        sandbox.faults(export_delay=0.05)
         storage = MemoryStorage()
         ledger = MemoryRunLedger()
         destinations = MemoryDestinationStore()
@@ -71,23 +77,54 @@ class FlowWorld:
         return [decode(BatchMessage, m.body) for m in self.storage.take(CONTACT_BATCHES)]
 
     def pump(self, *, max_rounds: int = 500) -> None:
-        """Deliver every queued request, batch and job check (not the delayed looks at a CDM
-        folder): deferred batches after their delay (as the queue would), job checks after the
-        sandbox's short job delay rather than the real one."""
+        """Deliver every queued request, batch, job check and look at a list (not the delayed
+        looks at a CDM folder): deferred batches after their delay (as the queue would, at most
+        3 s), job checks and export polls after the sandbox's short delays rather than the
+        real ones."""
         for _ in range(max_rounds):
             requests = self.storage.take(EXPORT_REQUESTS)
             batches = self.storage.take(CONTACT_BATCHES)
             jobs = self.storage.take(IMPORT_JOBS)
-            if not (requests or batches or jobs):
+            looks = self.storage.take(LIST_CHECKS)
+            if not (requests or batches or jobs or looks):
                 return
             for m in requests:
                 runs.plan_run(self.svc, decode(ExportRequest, m.body))
             if any(m.delay for m in batches):
                 time.sleep(min(3.0, max(m.delay for m in batches)))  # as the queue would
             for m in batches:
-                runs.send_batch(self.svc, decode(BatchMessage, m.body))
+                sending.send_batch(self.svc, decode(BatchMessage, m.body))
             if jobs:
                 time.sleep(0.1)
             for m in jobs:
-                runs.follow_job(self.svc, decode(JobCheck, m.body))
+                sending.follow_job(self.svc, decode(JobCheck, m.body))
+            if looks:
+                time.sleep(min(0.2, max(m.delay for m in looks)))
+            for m in looks:
+                verification.check_list(self.svc, decode(ListCheck, m.body))
         raise AssertionError("the flow did not settle")
+
+
+CONSENT = Consent(accepted_by="dpo@company.example", accepted_at=datetime(2026, 11, 1, tzinfo=UTC))
+
+
+@dataclass
+class ListWorld(FlowWorld):
+    """A flow world with one SendGrid list, and destination `marketing` of segment `loyal`."""
+
+    list_id: str = ""
+
+    def destination(self, **changes: object) -> Destination:
+        """Save destination `marketing` (consent recorded, key in SG_KEY) with `changes`."""
+        values: dict[str, object] = {
+            "name": "marketing",
+            "display_name": "Marketing",
+            "list_id": self.list_id,
+            "api_key_secret": "SG_KEY",
+            "segments": ["loyal"],
+            "consent": CONSENT,
+        }
+        values.update(changes)
+        destination = Destination.model_validate(values)
+        self.destinations.put(destination)
+        return destination

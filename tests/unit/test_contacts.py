@@ -22,7 +22,7 @@ def builder(*names, fields=None):
 def contact(b, *values):
     built = b.build(values)
     assert isinstance(built, tuple), built
-    email, text = built
+    email, text, _mask = built
     return email, json.loads(text)
 
 
@@ -162,7 +162,8 @@ def test_alternate_emails_are_normalised_filtered_and_capped():
     _, body = contact(
         b, "a@b.co", "X@b.co; bad@; a@b.co, y@b.co y@b.co,z@b.co;1@b.co;2@b.co;3@b.co"
     )
-    assert body["alternate_emails"] == ["x@b.co", "y@b.co", "z@b.co", "1@b.co", "2@b.co"]
+    # The first five valid ones, in one order (sorted), whatever order the file has them in.
+    assert body["alternate_emails"] == ["1@b.co", "2@b.co", "x@b.co", "y@b.co", "z@b.co"]
     assert b.warnings == {"alternate_email_invalid": 1, "alternate_emails_over_limit": 1}
 
 
@@ -193,10 +194,10 @@ def typed_builder():
 
 
 def test_typed_custom_values_are_sent_as_sendgrid_expects_them():
-    _, text = typed_builder().build(("a@b.co", "Gold", "1234.50", "2024-05-01"))
+    _, text, _ = typed_builder().build(("a@b.co", "Gold", "1234.50", "2024-05-01"))
     assert text == (
         '{"email":"a@b.co","custom_fields":'
-        '{"e1_T":"Gold","e2_N":1234.50,"e3_D":"05/01/2024"}}'  # a JSON number; MM/DD/YYYY
+        '{"e1_T":"Gold","e2_N":1234.5,"e3_D":"05/01/2024"}}'  # a JSON number; MM/DD/YYYY
     )
     _, body = contact(typed_builder(), "a@b.co", "", "-3", "")
     assert body["custom_fields"] == {"e2_N": -3}
@@ -208,8 +209,12 @@ def test_typed_custom_values_are_sent_as_sendgrid_expects_them():
         ("1234.5", "1234.5"),
         ("-3", "-3"),
         ("0", "0"),
-        ("1e6", "1e6"),
-        ("2.5E-3", "2.5E-3"),
+        ("1e6", "1000000"),
+        ("1000000.0", "1000000"),
+        ("1234.50", "1234.5"),
+        ("2.5E-3", "0.0025"),
+        ("1e20", "1e+20"),
+        ("-0", "0"),
         ("+5", "5"),
         ("007", "7"),
         (".5", "0.5"),
@@ -330,3 +335,25 @@ def test_date_answers_are_remembered_up_to_a_bound_and_stay_right(monkeypatch):
         "custom_field_not_a_date",
         '{"email":"a@b.co","custom_fields":{"since":"05/03/2024"}}',
     ]
+
+
+def test_the_mask_says_which_mapped_fields_went_into_the_contact():
+    b = builder("first_name", "city", "phone_number_id", "alternate_emails", "custom:tier")
+    built = b.build(("a@b.co", "Ann", "", "call me", "x@y.co", "Gold"))
+    assert isinstance(built, tuple)
+    _, text, mask = built
+    # first_name (bit 0), alternate_emails (bit 3) and tier (bit 4); the blank city and the
+    # phone number that is not one were left out.
+    assert mask == 0b11001
+    assert set(json.loads(text)) == {"email", "first_name", "alternate_emails", "custom_fields"}
+
+
+def test_values_spelled_differently_build_the_same_contact():
+    b = typed_builder()
+    one = b.build(("a@b.co", "Gold", "1e3", "2024-05-01T10:00:00Z"))
+    two = b.build(("a@b.co", "Gold", "1000.0", "5/1/2024"))
+    assert isinstance(one, tuple) and one == two
+    alternates = builder("alternate_emails")
+    assert alternates.build(("a@b.co", "y@b.co,x@b.co")) == alternates.build(
+        ("a@b.co", "X@b.co; y@b.co")
+    )

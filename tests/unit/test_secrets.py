@@ -20,7 +20,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from exporter import runs
+from exporter import services as services_module
 from exporter.destinations import Destination
 from exporter.errors import InputError
 from exporter.secrets import (
@@ -33,6 +33,7 @@ from exporter.secrets import (
     check_key_vault_name,
     secret_provider,
 )
+from exporter.services import Services
 from exporter.settings import SendGridSettings
 
 VAULT = "https://contoso-exports.vault.azure.net"
@@ -381,15 +382,15 @@ class RecordingClient:
         self.closed = True
 
 
-def services(secrets: StubSecrets) -> runs.Services:
+def services(secrets: StubSecrets) -> Services:
     none: Any = None  # storage, ledger and destinations play no part in making clients
-    return runs.Services(storage=none, ledger=none, destinations=none, secrets=secrets)
+    return Services(storage=none, ledger=none, destinations=none, secrets=secrets)
 
 
 def test_services_replaces_a_destinations_client_when_its_key_rotates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runs, "SendGridClient", RecordingClient)
+    monkeypatch.setattr(services_module, "SendGridClient", RecordingClient)
     secrets = StubSecrets({"sg-key": KEY, "other-key": "SG.other"})
     svc = services(secrets)
     destination = Destination.model_construct(api_key_secret="sg-key")

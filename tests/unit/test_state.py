@@ -1,5 +1,6 @@
 import io
 import json
+from array import array
 
 import pytest
 from hypothesis import given, settings
@@ -7,7 +8,19 @@ from hypothesis import strategies as st
 
 from exporter.planning import plan, plan_file
 from exporter.snapshots import open_snapshot
-from exporter.state import Delta, StateFormatError, SyncedState, email_key, read_emails
+from exporter.state import (
+    UNSENT,
+    Delta,
+    KeySet,
+    Resend,
+    SortedSpill,
+    StateFormatError,
+    SyncedState,
+    email_key,
+    merge_members,
+    read_emails,
+    write_state,
+)
 
 
 def csv_of(people: dict[str, str]) -> bytes:
@@ -50,10 +63,10 @@ def test_only_new_and_changed_contacts_are_sent_and_leavers_are_found(before, af
     assert leavers == set(before) - set(after)
 
 
-def test_full_refresh_sends_everyone_but_still_counts_unchanged():
+def test_full_refresh_sends_everyone_and_counts_none_unchanged():
     _, _, _, state, _ = run({"a@b.co": "A", "c@d.co": "C"}, SyncedState.empty())
     stats, sent, _, _, _ = run({"a@b.co": "A", "c@d.co": "C"}, state, full=True)
-    assert len(sent) == 2 and stats.unchanged == 2
+    assert len(sent) == 2 and stats.unchanged == 0  # "unchanged" counts what was not sent
 
 
 def test_state_round_trips_and_is_sorted():
@@ -121,12 +134,62 @@ def test_duplicates_are_found_among_old_members_and_new_ones():
     assert (stats.valid, stats.duplicates, stats.unchanged, delta.new) == (2, 2, 1, 1)
 
 
-def test_members_marked_unsent_stay_members_and_are_sent_again():
+def test_a_merged_state_marks_unsent_members_and_keeps_additions_once():
     people = {f"u{i}@e.co": "A" for i in range(10)}
-    *_, state, _ = run(people, SyncedState.empty())
-    assert state.mark_unsent([email_key("u3@e.co"), email_key("u7@e.co"), 12345]) == 2
-    again = SyncedState.read_index(state.to_index())  # as stored
-    assert list(again.keys) == list(state.keys)
-    stats, sent, *_ = run(people, again)
+    *_, state, emails = run(people, SyncedState.empty())
+    unsent = KeySet()
+    unsent.update([email_key("u3@e.co"), email_key("u7@e.co"), 12345])
+    additions = SortedSpill()
+    for email in ("gone@e.co", "u5@e.co", "gone@e.co"):  # u5 is a member already
+        additions.add(email_key(email), UNSENT, 0, email)
+    index, out = io.BytesIO(), io.BytesIO()
+    merged = merge_members(state, io.BytesIO(emails), unsent=unsent, additions=additions)
+    assert write_state(merged, index, out, ["first_name"]) == 11
+    again = SyncedState.read_index(index.getvalue(), masks=True)
+    assert again.fields == ("first_name",)
+    assert list(again.keys) == sorted(again.keys)
+    lines = out.getvalue().decode().split()
+    assert sorted(lines) == sorted([*people, "gone@e.co"])
+    hashes = dict(zip(lines, again.hashes, strict=True))
+    assert [e for e, h in hashes.items() if h == UNSENT] == sorted(
+        ["u3@e.co", "u7@e.co", "gone@e.co"], key=email_key
+    )
+    # The next run sends the unsent ones again, and finds the addition gone from the segment.
+    stats, sent, delta, _, _ = run(people, again)
     assert sorted(c["email"] for c in sent) == ["u3@e.co", "u7@e.co"]
     assert (stats.valid, stats.unchanged) == (10, 8)
+    assert list(read_emails(io.BytesIO(out.getvalue()), delta.old.left())) == ["gone@e.co"]
+
+
+def test_masks_and_field_names_round_trip_and_a_first_format_state_still_reads():
+    keys, hashes, masks = array("Q", [1, 5, 9]), array("Q", [11, 55, 99]), array("Q", [0, 3, 1])
+    state = SyncedState(keys, hashes, masks, ["first_name", "custom:tier"])
+    again = SyncedState.read_index(state.to_index(), masks=True)
+    assert list(again.masks or []) == [0, 3, 1]
+    assert again.fields == ("first_name", "custom:tier")
+    assert SyncedState.read_index(state.to_index()).masks is None  # a planner skips them
+    first_format = b"SGSYNC01" + (3).to_bytes(8, "little") + keys.tobytes() + hashes.tobytes()
+    old = SyncedState.read_index(first_format, masks=True)
+    assert (list(old.keys), list(old.hashes), list(old.masks or [])) == (
+        [1, 5, 9],
+        [11, 55, 99],
+        [0, 0, 0],
+    )
+    with pytest.raises(StateFormatError):
+        SyncedState.read_index(state.to_index()[:-1])
+
+
+def test_a_resend_observer_sends_exactly_the_keys_asked_for_once():
+    keys = KeySet()
+    keys.update([email_key("b@e.co"), email_key("d@e.co")])
+    resend = Resend(keys)
+    data = b"Email,FirstName\na@e.co,A\nb@e.co,B\nB@E.CO,Again\nc@e.co,C\nd@e.co,D\n"
+    sent: list[dict[str, str]] = []
+    with open_snapshot(io.BytesIO(data), name="s.csv") as snapshot:
+        stats = plan(
+            snapshot,
+            delta=resend,
+            on_batch=lambda b: sent.extend(json.loads(c) for c in b.contacts),
+        )
+    assert sent == [{"email": "b@e.co", "first_name": "B"}, {"email": "d@e.co", "first_name": "D"}]
+    assert (resend.sent, stats.duplicates) == (2, 1)

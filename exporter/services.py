@@ -1,0 +1,123 @@
+"""What the flow needs from the outside world, built once per worker process from app settings.
+
+Every step of a run (`exporter.runs`, `sending`, `finish`, `verification`) takes a `Services`;
+tests build one from in-memory parts (see `tests/support/flow.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from exporter.batching import MAX_CONTACTS
+from exporter.destinations import BlobDestinationStore, Destination, DestinationStore
+from exporter.errors import InputError
+from exporter.ledger import RunLedger, TableRunLedger
+from exporter.secrets import SecretProvider, secret_provider
+from exporter.sendgrid import SendGridClient
+from exporter.settings import SendGridSettings
+from exporter.storage import RunStorage, Storage
+
+DEFAULT_VERIFY_DELAY = 60.0
+DEFAULT_VERIFY_LAG = 300.0
+
+
+@dataclass
+class Services:
+    """What the flow needs from the outside world; built once per process from app settings."""
+
+    storage: RunStorage
+    ledger: RunLedger
+    destinations: DestinationStore
+    secrets: SecretProvider
+    sendgrid_settings: SendGridSettings = field(default_factory=SendGridSettings)
+    max_batch_contacts: int = MAX_CONTACTS
+    """Contacts per upsert request (setting MAX_BATCH_CONTACTS): SendGrid's 30,000 by default;
+    smaller batches narrow what one rejected request holds up."""
+    cdm_recheck: float = 30.0
+    """Seconds between looks at a CDM folder whose model.json arrived before all of its
+    partitions (setting CDM_RECHECK_SECONDS)."""
+    cdm_wait: float = 1800.0
+    """How long after its model.json was written a CDM folder may wait for its partitions
+    (setting CDM_WAIT_SECONDS); then its entities' runs fail, naming what never arrived."""
+    verify_delay: float = DEFAULT_VERIFY_DELAY
+    """Seconds after a run's import jobs settle before its list is read back (setting
+    VERIFY_DELAY_SECONDS): SendGrid shows finished imports in lists with a lag."""
+    verify_lag: float = DEFAULT_VERIFY_LAG
+    """Seconds before a list that differed from the segment is read back again, before anything
+    is called drift or sent to heal it (setting VERIFY_LAG_SECONDS)."""
+    _clients: dict[str, tuple[str, SendGridClient]] = field(default_factory=dict, repr=False)
+    """Per API-key secret name: (the key's SHA-256, the client made with it)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Services:
+        """From app settings (the environment by default), creating containers and queues."""
+        env = os.environ if env is None else env
+        storage = Storage.from_env(env)
+        storage.ensure()
+        return cls(
+            storage=storage,
+            ledger=TableRunLedger(storage.tables),
+            destinations=BlobDestinationStore(storage.app),
+            secrets=secret_provider(env),
+            sendgrid_settings=SendGridSettings.from_env(env),
+            max_batch_contacts=_batch_size(env.get("MAX_BATCH_CONTACTS")),
+            cdm_recheck=seconds_setting(env, "CDM_RECHECK_SECONDS", 30.0),
+            cdm_wait=seconds_setting(env, "CDM_WAIT_SECONDS", 1800.0),
+            verify_delay=seconds_setting(
+                env, "VERIFY_DELAY_SECONDS", DEFAULT_VERIFY_DELAY, zero=True
+            ),
+            verify_lag=seconds_setting(env, "VERIFY_LAG_SECONDS", DEFAULT_VERIFY_LAG, zero=True),
+        )
+
+    def sendgrid(self, destination: Destination) -> SendGridClient:
+        """The client for a destination's key, resolved now: when the key behind the secret
+        changes (rotation), a new client replaces the old one, so no client outlives its key."""
+        name = destination.api_key_secret
+        key = self.secrets.get(name)
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()
+        with self._lock:
+            cached = self._clients.get(name)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            # The old key's client releases its idle connections; a batch another thread is
+            # still sending with it finishes (a closed client still works, on new connections).
+            if cached is not None:
+                cached[1].close()
+            client = SendGridClient(key, self.sendgrid_settings)
+            self._clients[name] = (fingerprint, client)
+            return client
+
+
+def _batch_size(value: str | None) -> int:
+    if not value:
+        return MAX_CONTACTS
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_CONTACTS:
+        raise InputError(f"MAX_BATCH_CONTACTS must be a whole number from 1 to {MAX_CONTACTS:,}")
+    return size
+
+
+def seconds_setting(
+    env: Mapping[str, str], name: str, default: float, *, zero: bool = False
+) -> float:
+    """A setting in seconds: more than 0 (or at least 0 with `zero`), at most 7 days."""
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    low_ok = seconds >= 0 if zero else seconds > 0
+    if not (low_ok and seconds <= 7 * 24 * 3600):
+        floor = "at least 0" if zero else "more than 0"
+        raise InputError(f"{name} must be a number of seconds, {floor} and at most 7 days")
+    return seconds
