@@ -32,21 +32,29 @@ EXTRA_FILE = "verify/extra"
 
 
 def commit_state(svc: Services, run: RunRecord) -> None:
-    """Commit the state of an ended run that got as far as planning (once)."""
+    """Commit the state of a run that is ending (it got as far as planning), once: before the
+    run shows as ended, so whoever sees it ended finds the state it left."""
     if run.state_committed or not run.planned:
         return
     if svc.destinations.get(run.destination) is None:
         return  # removed: its states were deleted with it, and must stay deleted
-    pending = SyncedState.read_index(svc.storage.read_pending_index(run.run_id), masks=True)
     unsent, additions = KeySet(), SortedSpill()
     if not run.verified:
         _mark_what_did_not_land(svc, run, unsent, additions)
-    members = merge_members(
-        pending, svc.storage.pending_emails(run.run_id), unsent=unsent, additions=additions
-    )
-    count = svc.storage.write_state(
-        run.destination, run.segment, run.list_id, members, pending.fields
-    )
+    if not len(unsent) and not len(additions):
+        # Everything landed (or the list was read back equal): the pending state as it is,
+        # copied blob to blob, never parsed.
+        count = svc.storage.commit_pending_state(
+            run.run_id, run.destination, run.segment, run.list_id
+        )
+    else:
+        pending = SyncedState.read_index(svc.storage.read_pending_index(run.run_id), masks=True)
+        members = merge_members(
+            pending, svc.storage.pending_emails(run.run_id), unsent=unsent, additions=additions
+        )
+        count = svc.storage.write_state(
+            run.destination, run.segment, run.list_id, members, pending.fields
+        )
     svc.ledger.update_run(run.run_id, lambda r: set_fields(r, state_committed=True))
     event(
         "state committed",
@@ -54,7 +62,7 @@ def commit_state(svc: Services, run: RunRecord) -> None:
         destination=run.destination,
         members=count,
         marked_unsent=len(unsent),
-        kept_for_removal=count - len(pending),
+        kept_for_removal=len(additions),
     )
 
 

@@ -310,7 +310,7 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
     run = svc.ledger.get_run(request.run_id)
     if run is None or run.final:
         return
-    if run.planned:
+    if run.planned or run.state in ("sending", "confirming", "verifying"):
         if run.state in ("sending", "confirming") and not run.batches_queued:
             sending.queue_batches(svc, request.run_id)  # the planner died while queueing them
         elif run.state == "sending" and not run.batches:

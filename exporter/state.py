@@ -148,6 +148,13 @@ def _little(values: array[int]) -> array[int]:
     return values
 
 
+def state_size(header: bytes) -> int:
+    """The member count of a state `index`, from its first 16 bytes."""
+    if len(header) < 16 or header[:8] not in (MAGIC, MAGIC_V1):
+        raise StateFormatError("state index is not a state index or is truncated")
+    return int.from_bytes(header[8:16], "little")
+
+
 class SyncedState:
     """The members a list may hold from us, in email-key order.
 

@@ -55,7 +55,7 @@ from exporter.messages import (
     POISON_SUFFIX,
 )
 from exporter.snapshots import Parts, detect_format
-from exporter.state import Delta, Member, write_state
+from exporter.state import Delta, Member, state_size, write_state
 
 SEGMENTS: Final = "segments"
 APP_CONTAINER: Final = "exporter"
@@ -128,6 +128,10 @@ class RunStorage(Protocol):
         list_id: str,
         members: Iterable[Member],
         fields: Sequence[str],
+    ) -> int: ...
+
+    def commit_pending_state(
+        self, run_id: str, destination: str, segment: str, list_id: str
     ) -> int: ...
 
     def write_pending_state(self, run_id: str, delta: Delta) -> int: ...
@@ -403,8 +407,7 @@ class Storage:
         fields: Sequence[str],
     ) -> int:
         """Commit a state (members in key order) for this destination x segment x list, and
-        delete the states of the other lists the destination x segment had (and the one kept
-        before states were per list): only the list the destination names now is trusted."""
+        delete the states of the other lists the destination x segment had."""
         with (
             tempfile.SpooledTemporaryFile(max_size=1 << 20) as index,
             tempfile.SpooledTemporaryFile(max_size=1 << 20) as emails,
@@ -415,12 +418,33 @@ class Storage:
                 self.app.upload_blob(
                     state_blob(destination, segment, list_id, part), spool, overwrite=True
                 )
+        self._drop_other_states(destination, segment, list_id)
+        return count
+
+    def commit_pending_state(
+        self, run_id: str, destination: str, segment: str, list_id: str
+    ) -> int:
+        """Commit a run's pending state as it is (a streamed blob-to-blob copy, the index last:
+        it is what the next run reads first); returns its member count."""
+        for part in ("emails", "index"):
+            source = self.app.download_blob(f"runs/{run_id}/state/{part}")
+            self.app.upload_blob(
+                state_blob(destination, segment, list_id, part), source.chunks(), overwrite=True
+            )
+        self._drop_other_states(destination, segment, list_id)
+        header = self.app.download_blob(
+            state_blob(destination, segment, list_id, "index"), offset=0, length=16
+        ).readall()
+        return state_size(header)
+
+    def _drop_other_states(self, destination: str, segment: str, list_id: str) -> None:
+        """Only the list the destination names now is trusted: other lists' states of the pair
+        (and the one kept before states were per list) go."""
         keep = state_blob(destination, segment, list_id, "")
         for blob in self.app.list_blobs(name_starts_with=f"state/{destination}/{segment}/"):
             if not blob.name.startswith(keep):
                 with contextlib.suppress(ResourceNotFoundError):
                     self.app.delete_blob(blob.name)
-        return count
 
     def write_pending_state(self, run_id: str, delta: Delta) -> int:
         """The state this run's snapshot says (its members and their contacts), beside the run:

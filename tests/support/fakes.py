@@ -16,7 +16,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from exporter import cdm
 from exporter.batching import ContactStream
 from exporter.snapshots import Parts
-from exporter.state import Delta, Member, write_state
+from exporter.state import Delta, Member, state_size, write_state
 from exporter.storage import (
     SnapshotVersion,
     cdm_pointer_blob,
@@ -150,6 +150,16 @@ class MemoryStorage:
         self.blobs[f"{prefix}{list_id}/index"] = index.getvalue()
         self.blobs[f"{prefix}{list_id}/emails"] = emails.getvalue()
         return count
+
+    def commit_pending_state(
+        self, run_id: str, destination: str, segment: str, list_id: str
+    ) -> int:
+        prefix = f"state/{destination}/{segment}/"
+        for name in [n for n in self.blobs if n.startswith(prefix)]:
+            del self.blobs[name]
+        for part in ("index", "emails"):
+            self.blobs[f"{prefix}{list_id}/{part}"] = self.blobs[f"runs/{run_id}/state/{part}"]
+        return state_size(self.blobs[f"{prefix}{list_id}/index"])
 
     def write_pending_state(self, run_id: str, delta: Delta) -> int:
         index, emails = io.BytesIO(), io.BytesIO()
