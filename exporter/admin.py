@@ -6,30 +6,46 @@ manage destinations, export on demand, read runs.
   consent saying who accepted and when.
 - Removing a destination stops its exports at once (its unfinished runs and their queued
   batches fail saying so) and deletes what the app holds for it of people's data (its synced
-  state, its runs' batch blobs); the run history stays.
+  state, its runs' batch blobs); the run history stays. Every step is safe to repeat, and a
+  repeat finishes what an interrupted removal left, also once the document is gone (the ledger
+  still names the destination's runs and segments).
+- Input is bounded and strictly typed: a request body of at most `MAX_BODY_BYTES`, JSON types
+  as they are (`"full_refresh": "yes"` is refused, not read as true), the destination's own
+  bounds (`exporter.destinations`).
 - Nothing here logs an API key (only its reference) or an email address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal, NoReturn, TypeVar, get_args
 
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter import finish, runs
-from exporter.destinations import NAME_PATTERN, Consent, Destination
+from exporter.destinations import (
+    NAME_PATTERN,
+    SEGMENT_RULE,
+    Consent,
+    Destination,
+    describe,
+)
 from exporter.errors import ExporterError, InputError, MappingError
 from exporter.fields import mapped_custom_fields, match_custom_fields, resolve_custom_fields
 from exporter.ledger import BatchRecord, RunRecord, RunState, SlotRecord, utcnow
 from exporter.messages import Trigger
+from exporter.paths import valid_segment
 from exporter.redact import mask_emails
 from exporter.reporting import RejectSample, RunDetails
+from exporter.secrets import SecretNotAKey, SecretNotFound
 from exporter.sendgrid import (
     ContactList,
     FieldDefinitions,
@@ -48,6 +64,12 @@ SAMPLE_BYTES: Final = 256 << 10
 """Reject samples come from the head of the report: a bounded read, however large it is."""
 _PLACEHOLDER_LIST: Final = "00000000-0000-0000-0000-000000000000"
 _CLOCK_SKEW: Final = timedelta(minutes=5)
+MAX_BODY_BYTES: Final = 256 << 10
+"""A request body (HTTP API) or destination file (CLI `--file`): four times the largest
+destination document (`MAX_DOCUMENT_BYTES`), so formatting never matters, and nothing larger is
+parsed."""
+MAX_SNAPSHOT_NAME: Final = 1024
+"""Azure's limit on a blob name."""
 
 
 # --- errors: the caller (CLI exit code, HTTP status) tells them apart by type ----------------
@@ -66,6 +88,24 @@ class SendGridRefused(ExporterError):
     """SendGrid refused the destination's key or list: the key or the list must change."""
 
 
+class TooLarge(InputError):
+    """A request body or document over `MAX_BODY_BYTES` (HTTP 413): not parsed."""
+
+
+class RemovalIncomplete(ExporterError):
+    """Storage failed in the middle of a removal: what is done stays done, and the same removal
+    again finishes the rest (HTTP 503, CLI exit 1)."""
+
+
+def check_size(size: int, what: str = "the request body") -> None:
+    """`TooLarge` when `size` bytes are over `MAX_BODY_BYTES`."""
+    if size > MAX_BODY_BYTES:
+        raise TooLarge(
+            f"{what} is {size:,} bytes; at most {MAX_BODY_BYTES:,} are accepted "
+            "(a destination document is at most 64 KiB)"
+        )
+
+
 def _event(event: str, **fields: object) -> None:
     """One structured log line: names, ids and counts only."""
     log.info("%s %s", event, mask_emails(" ".join(f"{k}={v}" for k, v in fields.items())))
@@ -74,20 +114,27 @@ def _event(event: str, **fields: object) -> None:
 P = TypeVar("P", bound=BaseModel)
 
 
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-    )
+def _json(data: dict[str, Any]) -> str:
+    """A dict as JSON text, so it is validated as JSON is: the same strict types for the CLI's
+    documents as for the API's bodies (times as ISO 8601 text)."""
+
+    def default(value: object) -> object:
+        if isinstance(value, (datetime, date)):
+            return value.isoformat()
+        return str(value)
+
+    return json.dumps(data, default=default)
 
 
 def parse(model: type[P], data: bytes | str | dict[str, Any]) -> P:
-    """Validate a payload (JSON text or a dict); an InputError says what is wrong and where."""
+    """Validate a payload (JSON text or a dict, validated as JSON) strictly: JSON types as they
+    are. At most `MAX_BODY_BYTES`; an InputError says what is wrong and where."""
+    text = _json(data) if isinstance(data, dict) else data or b"{}"
+    check_size(len(text))
     try:
-        if isinstance(data, dict):
-            return model.model_validate(data)
-        return model.model_validate_json(data or b"{}")
+        return model.model_validate_json(text)
     except ValidationError as exc:
-        raise InputError(f"invalid request: {_describe(exc)}") from None
+        raise InputError(f"invalid request: {describe(exc)}") from None
 
 
 # --- payloads ------------------------------------------------------------------------------
@@ -96,7 +143,7 @@ def parse(model: type[P], data: bytes | str | dict[str, Any]) -> P:
 class ConsentRequest(BaseModel):
     """Who accepted the data-privacy terms; the time defaults to now (when it is recorded)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     accepted_by: str = Field(min_length=1, max_length=200)
     accepted_at: datetime | None = None
@@ -110,10 +157,10 @@ class DestinationRequest(BaseModel):
     may be left out. Without a consent in the request, an existing destination keeps its own.
     """
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", strict=True)
 
-    name: str | None = None
-    list_id: str | None = None
+    name: str | None = Field(default=None, max_length=63)
+    list_id: str | None = Field(default=None, max_length=64)
     list_name: str | None = Field(default=None, min_length=1, max_length=100)
     consent: ConsentRequest | None = None
 
@@ -125,11 +172,12 @@ class DestinationRequest(BaseModel):
 class ExportBody(BaseModel):
     """`POST /api/destinations/{name}/exports`: all optional."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     snapshot: str | None = Field(
         default=None,
         min_length=1,
+        max_length=MAX_SNAPSHOT_NAME,
         description="a blob name in the segments container; default: the latest of each segment",
     )
     full_refresh: bool = Field(default=False, description="send every contact, changed or not")
@@ -178,7 +226,12 @@ def save_destination(
     document = request.fields() | {"name": name, "consent": consent.model_dump()}
     # Everything but the list first: nothing is created in SendGrid for an invalid request.
     candidate = _destination(document | {"list_id": request.list_id or _PLACEHOLDER_LIST})
-    client = _client(svc, candidate)
+    try:
+        client = _client(svc, candidate)
+    except (SecretNotFound, SecretNotAKey) as exc:
+        # The same words as a name the model refuses (not a key's name): whether a setting
+        # exists under another name is nobody's business.
+        raise InputError(f"invalid destination: api_key_secret: {exc}") from None
     list_created = False
     try:
         if request.list_name:
@@ -237,17 +290,18 @@ def add_destination(
 
 def _check_name(name: str) -> None:
     if not re.fullmatch(NAME_PATTERN, name):
+        shown = repr(name) if len(name) <= 70 else repr(name[:67]) + "..."
         raise InputError(
-            f"invalid destination name {name!r}: lower-case letters, digits and dashes, "
+            f"invalid destination name {shown}: lower-case letters, digits and dashes, "
             "at most 63, starting and ending with a letter or digit"
         )
 
 
 def _destination(document: dict[str, Any]) -> Destination:
     try:
-        return Destination.model_validate(document)
+        return Destination.model_validate_json(_json(document))
     except ValidationError as exc:
-        raise InputError(f"invalid destination: {_describe(exc)}") from None
+        raise InputError(f"invalid destination: {describe(exc)}") from None
     except MappingError as exc:  # raised as it is by the mapping's validator
         raise InputError(f"invalid destination: mapping: {exc}") from None
 
@@ -400,10 +454,13 @@ class Removal:
     state_blobs_deleted: int
     run_blobs_deleted: int
     """Batch, removal and pending-state blobs of its runs (contacts); reject reports stay."""
+    document_deleted: bool = True
+    """False when the document was gone already (a repeat finishing an earlier removal)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "destination": self.destination,
+            "document_deleted": self.document_deleted,
             "stopped_runs": self.stopped_runs,
             "state_blobs_deleted": self.state_blobs_deleted,
             "run_blobs_deleted": self.run_blobs_deleted,
@@ -411,6 +468,8 @@ class Removal:
 
 
 REMOVED: Final = "the destination was removed"
+_TABLE_KEY_FORBIDDEN: Final = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+"""Characters Azure Tables refuse in a key: no slot can exist under a key holding one."""
 
 
 def remove_destination(svc: runs.Services, name: str) -> Removal:
@@ -420,27 +479,57 @@ def remove_destination(svc: runs.Services, name: str) -> Removal:
     workers refuse its batches (`sending.destination_for`). Then its unfinished runs end now
     rather than when their messages next come round (a rate-limit wait or a job check can be
     minutes away): unsettled batches fail, then the run. Then its synced state and its runs'
-    contact blobs are deleted. The run history (ledger, reject reports) stays.
+    contact blobs are deleted, and its slots forget what was synced. The run history (ledger,
+    reject reports) stays.
+
+    Safe to repeat, and never half done for good: each step finds its work from what is left
+    (the ledger's runs of the destination and their segments, the blobs under its prefixes), so
+    removing again after a failure (`RemovalIncomplete`), or after the document alone went,
+    finishes the removal. A document that can no longer be read (hand-edited, or written before
+    a rule it breaks) is removed all the same. `NotFoundError` only when nothing at all is
+    known of the name.
     """
-    destination = get_destination(svc, name)
-    svc.destinations.delete(name)
-    storage = _storage(svc)
-    history = svc.ledger.runs(name, limit=1_000_000)
-    stopped = [_stop(svc, run) for run in history if not run.final]
-    state_deleted = _delete_blobs(storage, f"state/{name}/")
-    run_deleted = sum(
-        _delete_blobs(storage, f"runs/{run.run_id}/", keep=run.reject_report) for run in history
-    )
-    for segment in destination.segments:
-        svc.ledger.update_slot(name, segment, _forget_synced)
+    _check_name(name)
+    step = "reading the destination"
+    try:
+        try:
+            destination = svc.destinations.get(name)
+        except InputError as exc:  # stored, but not readable: removed all the same
+            log.warning("destination %s is removed unread: %s", name, exc)
+            destination = None
+        step = "deleting its document"
+        document_deleted = svc.destinations.delete(name)
+        step = "looking up its runs"
+        storage = _storage(svc)
+        history = svc.ledger.runs(name, limit=1_000_000)
+        if not document_deleted and not history and not _has_blobs(storage, f"state/{name}/"):
+            raise NotFoundError(f"no destination {name!r}")
+        step = "stopping its unfinished runs"
+        stopped = [_stop(svc, run) for run in history if not run.final]
+        step = "deleting its synced state"
+        state_deleted = _delete_blobs(storage, f"state/{name}/")
+        step = "deleting its runs' contact blobs"
+        run_deleted = sum(
+            _delete_blobs(storage, f"runs/{run.run_id}/", keep=run.reject_report) for run in history
+        )
+        step = "resetting its slots"
+        segments = [*(destination.segments if destination else ()), *(r.segment for r in history)]
+        for segment in dict.fromkeys(segments):
+            _forget_slot(svc, name, segment)
+    except AzureError as exc:
+        raise RemovalIncomplete(
+            f"removing destination {name!r} stopped while {step} ({type(exc).__name__}: "
+            f"{_first_line(str(exc))}): what is done stays done; remove it again to finish"
+        ) from None
     _event(
         "destination removed",
         destination=name,
+        document_deleted=document_deleted,
         stopped_runs=len(stopped),
         state_blobs_deleted=state_deleted,
         run_blobs_deleted=run_deleted,
     )
-    return Removal(name, stopped, state_deleted, run_deleted)
+    return Removal(name, stopped, state_deleted, run_deleted, document_deleted)
 
 
 def _stop(svc: runs.Services, run: RunRecord) -> str:
@@ -454,13 +543,58 @@ def _stop(svc: runs.Services, run: RunRecord) -> str:
     for batch in svc.ledger.batches(run.run_id):
         if not batch.settled:
             svc.ledger.update_batch(run.run_id, batch.index, fail)
-    # Planned: ended as any run whose batches failed (counts and the first reason), unverified.
-    # Without (queued, planning): failed with the reason. A planner still running finds no
-    # destination for its batches, so the run fails again, at once, whatever it planned.
-    ended = finish.finish(svc, run.run_id) if run.planned else None
-    if ended is None or not ended.final:
-        finish.fail_run(svc, run.run_id, f"{REMOVED}: the export was stopped")
+    reason = f"{REMOVED}: the export was stopped"
+    if _slot_key_ok(run.destination, run.segment):
+        try:
+            # Planned: ended as any run whose batches failed (counts and the first reason),
+            # unverified. Without (queued, planning): failed with the reason. A planner still
+            # running finds no destination for its batches, so the run fails again, at once,
+            # whatever it planned.
+            ended = finish.finish(svc, run.run_id) if run.planned else None
+            if ended is None or not ended.final:
+                finish.fail_run(svc, run.run_id, reason)
+        except HttpResponseError as exc:
+            if exc.status_code != 400:
+                raise
+        else:
+            return run.run_id
+    # A segment no Table key can hold (a run of a blob name from before segment names had a
+    # rule): it never had a slot, so it never planned, and ending it the usual way would trip
+    # over the key again. It ends here; its blobs go with the others' below.
+    _end_run(svc, run.run_id, reason)
     return run.run_id
+
+
+def _end_run(svc: runs.Services, run_id: str, reason: str) -> None:
+    def change(run: RunRecord) -> bool:
+        if run.final:
+            return False
+        run.state, run.error, run.finished_at = finish.FAILED, reason, utcnow()
+        return True
+
+    svc.ledger.update_run(run_id, change)
+
+
+def _forget_slot(svc: runs.Services, name: str, segment: str) -> None:
+    """The slot of the destination and segment forgets what was synced; a slot that does not
+    exist is not made. A segment name no Table key can hold has no slot (no run of it could
+    take one)."""
+    if not _slot_key_ok(name, segment):
+        return
+    try:
+        slot = svc.ledger.get_slot(name, segment)
+    except HttpResponseError as exc:
+        if exc.status_code == 400:  # a key the Table service refuses: no slot under it
+            return
+        raise
+    if slot.synced_snapshot or slot.synced_time is not None:
+        svc.ledger.update_slot(name, segment, _forget_synced)
+
+
+def _slot_key_ok(name: str, segment: str) -> bool:
+    """Whether the Table service can hold the slot key of this destination and segment (no
+    character it refuses; well within its 1 KiB)."""
+    return bool(segment) and not _TABLE_KEY_FORBIDDEN.search(segment) and len(segment) <= 255
 
 
 def _forget_synced(slot: SlotRecord) -> bool:
@@ -476,13 +610,28 @@ def _storage(svc: runs.Services) -> Storage:
     return svc.storage
 
 
+def _has_blobs(storage: Storage, prefix: str) -> bool:
+    return (
+        next(iter(storage.app.list_blobs(name_starts_with=prefix, results_per_page=1)), None)
+        is not None
+    )
+
+
 def _delete_blobs(storage: Storage, prefix: str, *, keep: str = "") -> int:
+    """Delete the blobs under `prefix` but `keep`; one gone already (a repeat, or another
+    removal at the same time) is not an error."""
     deleted = 0
     for blob in storage.app.list_blobs(name_starts_with=prefix):
         if blob.name != keep:
-            storage.app.delete_blob(blob.name)
-            deleted += 1
+            with contextlib.suppress(ResourceNotFoundError):
+                storage.app.delete_blob(blob.name)
+                deleted += 1
     return deleted
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # --- exporting on demand ---------------------------------------------------------------------
@@ -565,6 +714,8 @@ def _named_snapshot(svc: runs.Services, destination: Destination, name: str) -> 
             f"snapshot {name!r} must be a blob name in the segments container, "
             "<segment>/<file>.csv|.jsonl[.gz]"
         )
+    if not valid_segment(segment):
+        raise InputError(f"snapshot {name!r}: its segment is not a segment name: {SEGMENT_RULE}")
     if segment not in destination.segments:
         raise InputError(
             f"snapshot {name!r} belongs to segment {segment!r}, which destination "

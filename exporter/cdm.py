@@ -21,8 +21,9 @@ import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Final
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
+from exporter import paths
 from exporter.errors import InputError
 from exporter.snapshots import Part, Parts
 
@@ -38,7 +39,9 @@ _QUOTE_STYLES: Final = {"quotestyle.csv": True, "quotestyle.none": False}
 _CSV_STYLES: Final = {"csvstyle.quotealways", "csvstyle.quoteafterdelimiter"}
 _UTF8: Final = {"utf-8", "utf8", "utf-8-bom", "65001", "ascii", "us-ascii"}
 _NOT_CSV: Final = {".parquet": "Parquet", ".avro": "Avro", ".orc": "ORC"}
-_NOT_IN_NAMES: Final = ("/", "\\", "#", "?")
+_MAX_LABEL: Final = 200
+"""An entity name longer than this is not repeated in messages and logs: it is named by its
+position (`#3`), and refused."""
 
 
 class ManifestError(InputError):
@@ -113,19 +116,9 @@ def split_entity_snapshot(name: str) -> tuple[str, str] | None:
 
 def segment_name_problem(name: str) -> str | None:
     """Why an entity's name cannot be a segment's name, or None. Segment names become folder
-    names, table keys and blob names (`state/<destination>/<segment>/...`)."""
-    if not name.strip():
-        return "it is empty"
-    if name != name.strip():
-        return "it begins or ends with a space"
-    for char in _NOT_IN_NAMES:
-        if char in name:
-            return f"it holds {char!r}"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "it holds a control character"
-    if len(name) > 200:
-        return "it is longer than 200 characters"
-    return None
+    names, table keys and blob names (`state/<destination>/<segment>/...`, `cdm/<segment>.json`):
+    letters, digits, `-` and `_`, 1 to 63 characters (`exporter.paths.valid_segment`)."""
+    return paths.segment_problem(name)
 
 
 def pinned_etag(manifest_etag: str, partitions: list[tuple[str, str]]) -> str:
@@ -198,8 +191,11 @@ def parse_manifest(
 
 
 def _label(raw: object, position: int) -> str:
+    """How an entity is named in `rejected`, messages and logs: its name, or `#<position>` when
+    it has none (or one too long to repeat)."""
     if isinstance(raw, dict) and isinstance(raw.get("name"), str) and raw["name"]:
-        return str(raw["name"])
+        name = str(raw["name"])
+        return name if len(name) <= _MAX_LABEL else f"#{position}"
     return f"#{position}"
 
 
@@ -213,14 +209,15 @@ def _entity(raw: object, label: str, model_format: object, resolve: Callable[[st
             "only LocalEntity entities can be exported"
         )
     if kind != "LocalEntity":
-        raise ManifestError(f"its $type {kind!r} is not LocalEntity")
-    if label.startswith("#"):
+        raise ManifestError(f"its $type {paths.shown(str(kind), 64)} is not LocalEntity")
+    entity_name = raw.get("name")
+    if not isinstance(entity_name, str) or not entity_name:
         raise ManifestError("it has no name")
-    problem = segment_name_problem(label)
+    problem = segment_name_problem(entity_name)
     if problem:
         raise ManifestError(
-            f"its name cannot be a segment name: {problem} (segment names are folder names: "
-            "no '/', '\\', '#', '?' or control characters)"
+            f"its name cannot be a segment name: {problem} (a segment name is 1 to "
+            f"{paths.MAX_SEGMENT_NAME} letters, digits, '-' or '_')"
         )
     attributes = raw.get("attributes")
     if not isinstance(attributes, list) or not attributes:
@@ -244,13 +241,13 @@ def _entity(raw: object, label: str, model_format: object, resolve: Callable[[st
         if location is None:
             continue  # CDM: a partition without a location describes the schema only
         if not isinstance(location, str) or not location.strip():
-            raise ManifestError(f"partition {part_name!r} has no location")
+            raise ManifestError(f"partition {paths.shown(part_name, 100)} has no location")
         try:
             blob = resolve(location)
             settings = part.get("fileFormatSettings", entity_format)
             files.append(Partition(part_name, blob, _csv_format(settings, blob)))
         except ManifestError as exc:
-            raise ManifestError(f"partition {part_name!r}: {exc}") from None
+            raise ManifestError(f"partition {paths.shown(part_name, 100)}: {exc}") from None
     if not files:
         raise ManifestError("none of its partitions has a location: there is no data to read")
     return Entity(label, tuple(names), tuple(files))
@@ -307,53 +304,80 @@ def _boolean(value: object, what: str) -> bool:
 
 
 def _blob_of(location: str, *, manifest: str, container: str, account: str | None) -> str:
-    """The blob a partition location names in our container. Absolute URLs may be Azure's
-    (`https://<account>.blob|dfs.core.windows.net/<container>/<blob>`), path-style like
-    Azurite's (`http://127.0.0.1:10000/<account>/<container>/<blob>`) or ABFS
-    (`abfss://<container>@<account>.dfs.core.windows.net/<blob>`); a location without a scheme
-    is relative to the manifest's folder. A SAS token in the URL is dropped, and never shown."""
+    """The blob a partition location names in our container, inside the manifest's folder.
+    Absolute URLs may be Azure's (`https://<account>.blob|dfs.core.windows.net/<container>/
+    <blob>`), path-style like Azurite's (`http://127.0.0.1:10000/<account>/<container>/<blob>`)
+    or ABFS/WASB (`abfss://<container>@<account>.dfs.core.windows.net/<blob>`); a location
+    without a scheme is relative to the manifest's folder. The path is percent-decoded until it
+    stops changing (`exporter.paths`), and the blob name is refused, never repaired, when it
+    could leave the container or the folder (`..`, `.`, empty segments, backslashes, control
+    characters, over 1,024 characters). A SAS token in the URL is dropped, and never shown."""
     parts = urlsplit(location.strip())
-    shown = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     scheme = parts.scheme.lower()
-    path = unquote(parts.path)
+    netloc = parts.netloc.rpartition("@")[2] if scheme in ("http", "https") else parts.netloc
+    where = f"location {paths.shown(urlunsplit((parts.scheme, netloc, parts.path, '', '')))}"
+    try:
+        path = paths.decode(parts.path)
+    except paths.PathError as exc:
+        raise ManifestError(f"{where}: its path {exc}") from None
     if not scheme:
         if parts.netloc:
-            raise ManifestError(f"location {shown!r} is not a URL or a relative path")
-        base = "" if path.startswith("/") else posixpath.dirname(manifest)
-        blob = posixpath.normpath(posixpath.join(base, path.lstrip("/")))
-        if blob == ".." or blob.startswith("../") or blob == ".":
-            raise ManifestError(f"location {shown!r} points outside the {container} container")
-        return _checked_blob(blob, shown, manifest)
+            raise ManifestError(f"{where} is not a URL or a relative path")
+        if path.startswith("/"):
+            raise ManifestError(
+                f"{where} is an absolute path: a relative location is read from the "
+                "model.json's folder"
+            )
+        return _checked_blob(f"{_folder(manifest)}/{path}", where, manifest, container)
     if scheme in ("http", "https"):
         labels = (parts.hostname or "").lower().split(".")
+        rest = path.removeprefix("/")
         if len(labels) > 2 and labels[1] in ("blob", "dfs"):
-            url_account, rest = labels[0], path.lstrip("/")
+            url_account = labels[0]
         else:  # path-style: the account is the first path segment (Azurite, the emulator)
-            url_account, _, rest = path.lstrip("/").partition("/")
+            url_account, _, rest = rest.partition("/")
         url_container, _, blob = rest.partition("/")
     elif scheme in ("abfs", "abfss", "wasb", "wasbs"):
         url_container, _, host = parts.netloc.partition("@")
-        url_account, blob = host.split(".", 1)[0].lower(), path.lstrip("/")
+        url_account, blob = host.split(".", 1)[0].lower(), path.removeprefix("/")
     else:
-        raise ManifestError(f"location {shown!r}: {parts.scheme!r} URLs are not supported")
+        raise ManifestError(f"{where}: {parts.scheme!r} URLs are not supported")
     if account and url_account.lower() != account.lower():
         raise ManifestError(
-            f"location {shown!r} is in storage account {url_account!r}, not in this app's "
+            f"{where} is in storage account {paths.shown(url_account, 64)}, not in this app's "
             f"account {account!r}"
         )
     if url_container != container:
         raise ManifestError(
-            f"location {shown!r} is in container {url_container!r}, not in {container!r}: "
-            f"partitions are read only from the {container} container"
+            f"{where} is in container {paths.shown(url_container, 64)}, not in "
+            f"{container!r}: partitions are read only from the {container} container"
         )
-    return _checked_blob(blob, shown, manifest)
+    return _checked_blob(blob, where, manifest, container)
 
 
-def _checked_blob(blob: str, shown: str, manifest: str) -> str:
+def _folder(manifest: str) -> str:
+    """The CDM folder a model.json describes: the blob name's folder."""
+    return posixpath.dirname(manifest)
+
+
+def _checked_blob(blob: str, where: str, manifest: str, container: str) -> str:
+    """The blob, if it is a file inside the manifest's folder of `container`."""
     if not blob or blob.endswith("/"):
-        raise ManifestError(f"location {shown!r} names a folder, not a file")
+        raise ManifestError(f"{where} names a folder, not a file")
+    problem = paths.name_problem(blob)
+    if problem:
+        raise ManifestError(
+            f"{where} is not a safe blob name in the {container} container: {problem}; "
+            "it was not read"
+        )
+    folder = _folder(manifest)
+    if not blob.startswith(f"{folder}/"):
+        raise ManifestError(
+            f"{where} is outside the model.json's folder {folder}/: partitions are read only "
+            "from the CDM folder that lists them"
+        )
     if blob == manifest:
-        raise ManifestError(f"location {shown!r} is the model.json itself")
+        raise ManifestError(f"{where} is the model.json itself")
     return blob
 
 

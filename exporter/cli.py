@@ -172,7 +172,8 @@ def _destinations_parser(commands: Any) -> None:
         action.add_argument(
             "--api-key-secret",
             metavar="SETTING",
-            help="the app setting (or Key Vault secret) that holds the API key, never the key",
+            help="the app setting (or Key Vault secret) that holds the API key, named "
+            "SENDGRID_KEY_<NAME> (Key Vault: SENDGRID-KEY-<NAME>); never the key itself",
         )
         action.add_argument(
             "--segment", action="append", metavar="NAME", help="a segment it exports; repeatable"
@@ -694,8 +695,11 @@ def _save(svc: Services, args: argparse.Namespace) -> int:
 
 
 def _read_document(path: Path) -> dict[str, Any]:
+    with path.open("rb") as file:
+        data = file.read(admin.MAX_BODY_BYTES + 1)
+    admin.check_size(len(data), f"{path}")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(data.decode("utf-8"))
     except ValueError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
@@ -704,20 +708,27 @@ def _read_document(path: Path) -> dict[str, Any]:
 
 
 def _remove(svc: Services, args: argparse.Namespace) -> int:
-    destination = admin.get_destination(svc, args.name)
+    # By name, not by its document: a removal that stopped half way (the document gone) is
+    # finished by the same command again.
+    name = args.name
     if not args.yes:
         if not sys.stdin.isatty():
             raise InputError(
-                f"removing {destination.name!r} stops its exports and deletes its synced "
+                f"removing {name!r} stops its exports and deletes its synced "
                 "state: pass --yes to confirm"
             )
-        answer = input(f"remove destination {destination.name!r}? type its name to confirm: ")
-        if answer.strip() != destination.name:
+        answer = input(f"remove destination {name!r}? type its name to confirm: ")
+        if answer.strip() != name:
             print("not removed", file=sys.stderr)
             return EXIT_FAILED
-    removal = admin.remove_destination(svc, destination.name)
+    try:
+        removal = admin.remove_destination(svc, name)
+    except admin.RemovalIncomplete as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    done = "removed" if removal.document_deleted else "removed (its document was gone already)"
     print(
-        f"destination {removal.destination!r} removed: {len(removal.stopped_runs)} unfinished "
+        f"destination {removal.destination!r} {done}: {len(removal.stopped_runs)} unfinished "
         f"run(s) stopped, {removal.state_blobs_deleted} synced-state blob(s) and "
         f"{removal.run_blobs_deleted} batch blob(s) deleted; its run history stays"
     )

@@ -1,39 +1,99 @@
 """Destinations: where a segment goes in SendGrid, and under whose consent.
 
 A destination is a validated JSON document in the app's own storage. It names its API key by
-reference only (`api_key_secret`: an app setting or Key Vault secret name); the key itself is
-never stored here. No recorded consent, no export.
+reference only (`api_key_secret`: the name of an app setting or Key Vault secret, which must
+follow the key-name rule of `exporter.secrets`: `SENDGRID_KEY_<NAME>`); the key itself is never
+stored here. No recorded consent, no export.
+
+Every field has a bound and a strict type (`"full_refresh_every": "3"` is refused, not
+coerced), and the whole document at most `MAX_DOCUMENT_BYTES` as stored: the planner and the
+workers read it for every run and batch. Segment names follow one rule (`valid_segment`), the
+one every name taken from outside as a segment's name must pass.
+
+A stored document is read back with the bounds and types, but without the naming rules added
+after it may have been written (segment names, the key's name): such a destination still loads,
+lists and can be removed or updated, its runs fail saying what to change (the secret provider
+refuses a name that is not a key's), and saving it again needs names that follow the rules.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from exporter.errors import InputError
 from exporter.mapping import FieldMapping
+from exporter.paths import valid_segment
+from exporter.secrets import KEY_NAME_RULE, is_key_name
+
+log = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+SEGMENT_RULE: Final = (
+    "a segment name is 1 to 63 letters, digits, '-' and '_' (no dots, slashes, '#', '?', "
+    "spaces or other characters)"
+)
+MAX_SEGMENTS: Final = 100
+"""Segments one destination selects."""
+MAX_MAPPING: Final = 600
+"""Mapping entries: SendGrid has at most 500 custom fields per account plus the reserved ones."""
+MAX_MAPPING_FIELD: Final = 128
+"""Characters of a mapped field (`custom:NAME:TYPE`: SendGrid's names are at most 100)."""
+MAX_COLUMN_NAME: Final = 256
+"""Characters of a mapped column name."""
+MAX_DISPLAY_NAME: Final = 200
+MAX_DOCUMENT_BYTES: Final = 64 << 10
+"""A destination document as stored (UTF-8 JSON): read for every run and every batch."""
+MAX_COUNT: Final = 100_000_000
+"""Upper bound of `profile_cap` and `verify_up_to`."""
+MAX_EVERY: Final = 10_000
+"""Upper bound of `full_refresh_every` and `verify_every`."""
 DEFAULT_PROFILE_CAP = 100_000
 DEFAULT_VERIFY_UP_TO = 100_000
 """Lists up to this size are read back after every run: an export of 100,000 members is a few
 MB and seconds of work (see the README's performance figures)."""
 DEFAULT_VERIFY_EVERY = 10
-_SECRET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,126}$")
+STORED: Final = {"stored": True}
+"""Validation context of a document read back from storage (see the module's docstring)."""
+
+
+def check_segment(name: str) -> str:
+    """`name` if it is a valid segment name, else an `InputError` saying the rule."""
+    if valid_segment(name):
+        return name
+    raise InputError(_segment_problem(name))
+
+
+def _segment_problem(name: str) -> str:
+    shown = repr(name) if len(name) <= 70 else repr(name[:67]) + f"... ({len(name):,} characters)"
+    return f"invalid segment name {shown}: {SEGMENT_RULE}"
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
 
 
 class Consent(BaseModel):
     """Who accepted the data-privacy terms for sending profiles to SendGrid, and when."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     accepted_by: str = Field(min_length=1, max_length=200)
     accepted_at: datetime
@@ -42,12 +102,14 @@ class Consent(BaseModel):
 class Destination(BaseModel):
     """One SendGrid target: a list, a key reference, a mapping and the segments it takes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str = Field(pattern=NAME_PATTERN, description="stable id: lower-case, digits, dashes")
-    display_name: str = Field(min_length=1, max_length=200)
+    display_name: str = Field(min_length=1, max_length=MAX_DISPLAY_NAME)
     list_id: str
-    api_key_secret: str = Field(description="name of the app setting / Key Vault secret")
+    api_key_secret: str = Field(
+        max_length=127, description="name of the app setting / Key Vault secret: SENDGRID_KEY_…"
+    )
     mapping: dict[str, str] = Field(default_factory=dict, description="SendGrid field -> column")
     create_missing_fields: bool = Field(
         default=False,
@@ -56,7 +118,7 @@ class Destination(BaseModel):
     )
     segments: list[str] = Field(min_length=1)
     sync_mode: Literal["upsert", "mirror"] = "upsert"
-    profile_cap: int = Field(default=DEFAULT_PROFILE_CAP, ge=1)
+    profile_cap: int = Field(default=DEFAULT_PROFILE_CAP, ge=1, le=MAX_COUNT)
     max_removal_share: float = Field(
         default=0.5,
         gt=0,
@@ -66,18 +128,21 @@ class Destination(BaseModel):
     full_refresh_every: int = Field(
         default=0,
         ge=0,
+        le=MAX_EVERY,
         description="send every contact on every Nth run of a segment, changed or not, so "
         "edits made in SendGrid by hand are put right (0: only when a request asks)",
     )
     verify_up_to: int = Field(
         default=DEFAULT_VERIFY_UP_TO,
         ge=0,
+        le=MAX_COUNT,
         description="read the list back from SendGrid (its contacts export) after every run "
         "of a segment with at most this many members, and heal what differs",
     )
     verify_every: int = Field(
         default=DEFAULT_VERIFY_EVERY,
         ge=0,
+        le=MAX_EVERY,
         description="for larger segments, read the list back on every Nth run (0: only when a "
         "request asks, or on a full refresh)",
     )
@@ -93,27 +158,67 @@ class Destination(BaseModel):
 
     @field_validator("api_key_secret")
     @classmethod
-    def _reference_not_key(cls, value: str) -> str:
-        if value.startswith("SG.") or not _SECRET_NAME.match(value):
+    def _reference_not_key(cls, value: str, info: ValidationInfo) -> str:
+        if value.startswith("SG."):
             raise ValueError(
-                "must be the *name* of an app setting or Key Vault secret holding the key "
-                "(letters, digits, - and _), never the key itself"
+                "must be the *name* of an app setting or Key Vault secret holding the key, "
+                "never the key itself"
             )
+        if not is_key_name(value) and not _stored(info):
+            # The words of the secret provider's refusal (`exporter.secrets.key_unavailable`),
+            # which a name with nothing stored under it gets too.
+            raise ValueError(
+                f"no SendGrid key is available under the name {value!r}: {KEY_NAME_RULE}"
+            )
+        return value
+
+    @field_validator("mapping", "segments", mode="before")
+    @classmethod
+    def _count(cls, value: object, info: ValidationInfo) -> object:
+        """Counted before anything in them is validated."""
+        cap = MAX_MAPPING if info.field_name == "mapping" else MAX_SEGMENTS
+        if isinstance(value, (dict, list)) and len(value) > cap:
+            raise ValueError(f"at most {cap:,} entries ({len(value):,} given)")
         return value
 
     @field_validator("mapping")
     @classmethod
     def _mapping(cls, value: dict[str, str]) -> dict[str, str]:
+        for field, column in value.items():
+            if len(field) > MAX_MAPPING_FIELD or len(column) > MAX_COLUMN_NAME:
+                raise ValueError(
+                    f"a mapped field has at most {MAX_MAPPING_FIELD} characters and a column "
+                    f"name at most {MAX_COLUMN_NAME} ({field[:40]!r} -> {column[:40]!r})"
+                )
         FieldMapping.parse(f"{k}={v}" for k, v in value.items())  # raises on unknown fields
         return value
 
     @field_validator("segments")
     @classmethod
-    def _segments(cls, value: list[str]) -> list[str]:
+    def _segments(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a segment is listed more than once")
         for segment in value:
-            if not segment or "/" in segment or segment.strip() != segment:
-                raise ValueError(f"segment {segment!r} must be a folder name under segments/")
+            if _stored(info):  # the rule before segment names had one (see the module)
+                if not segment or "/" in segment or segment.strip() != segment:
+                    raise ValueError(f"segment {segment!r} must be a folder name under segments/")
+            elif not valid_segment(segment):
+                raise ValueError(_segment_problem(segment))
         return value
+
+    @model_validator(mode="after")
+    def _size(self) -> Destination:
+        size = len(self.stored_json())
+        if size > MAX_DOCUMENT_BYTES:
+            raise ValueError(
+                f"the document is {size:,} bytes as stored; at most {MAX_DOCUMENT_BYTES:,} "
+                "(fewer or shorter mapping entries, segments or names)"
+            )
+        return self
+
+    def stored_json(self) -> bytes:
+        """The document as it is stored."""
+        return self.model_dump_json(indent=2).encode("utf-8")
 
     def verifies(self, members: int, runs_since_verify: int) -> bool:
         """Whether a run that leaves `members` on the list reads the list back (the cadence;
@@ -126,17 +231,32 @@ class Destination(BaseModel):
         return FieldMapping.parse(f"{k}={v}" for k, v in self.mapping.items())
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Destination:
+    def from_json(cls, text: str | bytes, *, stored: bool = False) -> Destination:
+        """Validate a document (JSON text); `stored`: one read back from storage (see the
+        module's docstring)."""
+        if len(text) > MAX_DOCUMENT_BYTES:
+            raise InputError(
+                f"invalid destination: the document is over {MAX_DOCUMENT_BYTES:,} bytes"
+            )
         try:
-            return cls.model_validate_json(text)
+            return cls.model_validate_json(text, context=STORED if stored else None)
         except ValidationError as exc:
-            raise InputError(f"invalid destination: {_describe(exc)}") from None
+            raise InputError(f"invalid destination: {describe(exc)}") from None
+        except InputError as exc:  # the mapping's own errors, raised as they are
+            raise InputError(f"invalid destination: mapping: {exc}") from None
 
 
-def _describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError) -> str:
+    """pydantic's errors, one `field: message` each (the input values are never quoted)."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors()
+        f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {_message(e)}" for e in exc.errors()
     )
+
+
+def _message(error: Any) -> str:
+    message = str(error["msg"])
+    # A rule's own words, without pydantic's "Value error, " in front of them.
+    return message.removeprefix("Value error, ")
 
 
 def parse_destination(data: dict[str, object] | str) -> Destination:
@@ -173,8 +293,19 @@ class MemoryDestinationStore:
         yield from sorted(self._items.values(), key=lambda d: d.name)
 
 
+def valid_name(name: str) -> bool:
+    """Whether `name` can be a destination's name (`NAME_PATTERN`)."""
+    return isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) is not None
+
+
 class BlobDestinationStore:
-    """Destinations as JSON blobs `destinations/<name>.json` in the app's container."""
+    """Destinations as JSON blobs `destinations/<name>.json` in the app's container.
+
+    Only valid destination names become blob names (no other blob of the container can be
+    read or deleted through a name), and at most `MAX_DOCUMENT_BYTES` of a document are read.
+    `all` leaves out, with an error in the log, a document that cannot be read: one broken
+    document must not stop the exports to every other destination.
+    """
 
     PREFIX = "destinations/"
 
@@ -182,20 +313,32 @@ class BlobDestinationStore:
         self._container = container
 
     def get(self, name: str) -> Destination | None:
+        if not valid_name(name):
+            return None  # no document can be stored under it
         try:
-            data: bytes = self._container.download_blob(f"{self.PREFIX}{name}.json").readall()
+            download = self._container.download_blob(
+                f"{self.PREFIX}{name}.json", offset=0, length=MAX_DOCUMENT_BYTES + 1
+            )
+            data: bytes = download.readall()
         except ResourceNotFoundError:
             return None
-        return Destination.from_json(data)
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise InputError(
+                f"destination {name!r} is stored as a document over {MAX_DOCUMENT_BYTES:,} "
+                "bytes: not read; replace it (PUT) or remove it"
+            )
+        return Destination.from_json(data, stored=True)
 
     def put(self, destination: Destination) -> None:
+        if not valid_name(destination.name):
+            raise InputError(f"invalid destination name {destination.name!r}")
         self._container.upload_blob(
-            f"{self.PREFIX}{destination.name}.json",
-            destination.model_dump_json(indent=2).encode("utf-8"),
-            overwrite=True,
+            f"{self.PREFIX}{destination.name}.json", destination.stored_json(), overwrite=True
         )
 
     def delete(self, name: str) -> bool:
+        if not valid_name(name):
+            return False
         try:
             self._container.delete_blob(f"{self.PREFIX}{name}.json")
         except ResourceNotFoundError:
@@ -205,6 +348,13 @@ class BlobDestinationStore:
     def all(self) -> Iterator[Destination]:
         names = sorted(b.name for b in self._container.list_blobs(name_starts_with=self.PREFIX))
         for blob_name in names:
-            destination = self.get(blob_name[len(self.PREFIX) : -len(".json")])
+            name = blob_name[len(self.PREFIX) : -len(".json")]
+            if not blob_name.endswith(".json") or not valid_name(name):
+                continue
+            try:
+                destination = self.get(name)
+            except InputError as exc:
+                log.error("destination %s left out: %s", name, exc)  # noqa: TRY400  (no traceback: the message says it)
+                continue
             if destination is not None:
                 yield destination

@@ -49,7 +49,7 @@ def settle(svc: Services, run_id: str) -> RunRecord | None:
         return None
     if run.state not in ("sending", "confirming"):
         return None  # still planning: the planner settles it
-    if run.verify:
+    if run.verify and svc.destinations.get(run.destination) is not None:
 
         def verifying(r: RunRecord) -> bool:
             if r.state not in ("sending", "confirming"):
@@ -154,12 +154,15 @@ def fail_run(svc: Services, run_id: str, reason: str, *, state: str = FAILED) ->
 
 
 def wrap_up(svc: Services, run: RunRecord) -> None:
-    """After a run ended: its state committed (a repeat after a crash commits it now) and its
-    slot given back. Idempotent; called again by any repeat that finds the run ended."""
+    """After a run ended: its state committed (a repeat after a crash commits it now), its slot
+    given back, and its contact data deleted (batches, removals, pending state: personal data
+    is kept no longer than the run needs it; the reject report stays for its retention).
+    Idempotent; called again by any repeat that finds the run ended."""
     if not run.final:
         return
     commit.commit_state(svc, run)
     slots.release(svc, svc.ledger.get_run(run.run_id) or run)
+    svc.storage.delete_run_blobs(run.run_id)
 
 
 def outcome(run: RunRecord, batches: Sequence[BatchRecord]) -> tuple[str, str]:

@@ -1,7 +1,10 @@
 """How a run reads to a person (and to a machine): progress while it runs, its details after.
 
 Shared by the CLI and the HTTP API. Renders what the ledger and the reject report hold: counts,
-reasons, row numbers; never a contact's data.
+reasons, row numbers; never a contact's data. A reject sample's text (its message and partition)
+is shown as the report holds it, a cell that a spreadsheet would run as a formula escaped
+(`exporter.reports.spreadsheet_safe`), so pasting the API's or the CLI's samples into one is as
+safe as opening the report; reports written before the escaping are escaped here.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 from exporter.ledger import BatchRecord, RunRecord, totals
 from exporter.redact import mask_emails
+from exporter.reports import spreadsheet_safe
 from exporter.storage import APP_CONTAINER
 
 
@@ -74,7 +78,17 @@ class RejectSample:
     @property
     def where(self) -> str:
         """`line 41`, or `line 41 of <partition>` when the row is in a partition."""
-        return f"line {self.line:,}" + (f" of {self.partition}" if self.partition else "")
+        return f"line {self.line:,}" + (f" of {self.shown_partition}" if self.partition else "")
+
+    @property
+    def shown_message(self) -> str:
+        """The message as the CLI and the API show it: addresses masked, formula-safe."""
+        return spreadsheet_safe(mask_emails(self.message))
+
+    @property
+    def shown_partition(self) -> str:
+        """The partition as the CLI and the API show it: formula-safe."""
+        return spreadsheet_safe(self.partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +201,7 @@ def summary(
     for reason, found in sorted((samples or {}).items()):
         for sample in found:
             lines.append(
-                f"  rejected {reason}: row {sample.row:,} ({sample.where}): "
-                f"{mask_emails(sample.message)}"
+                f"  rejected {reason}: row {sample.row:,} ({sample.where}): {sample.shown_message}"
             )
     failed = [b for b in batches if b.state == "failed"]
     for b in failed[:5]:
@@ -218,8 +231,8 @@ def _sample_json(sample: RejectSample) -> dict[str, Any]:
     """A reject sample; `partition` only when the row is in one (a CDM entity's run)."""
     out: dict[str, Any] = {"row": sample.row, "line": sample.line}
     if sample.partition:
-        out["partition"] = sample.partition
-    return out | {"message": mask_emails(sample.message)}
+        out["partition"] = sample.shown_partition
+    return out | {"message": sample.shown_message}
 
 
 def details_json(details: RunDetails) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO
 
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 
-from exporter import cdm, finish, removals, sending, slots
+from exporter import cdm, finish, paths, removals, sending, slots
 from exporter.batching import Batch, BatchLimits
 from exporter.destinations import Destination
 from exporter.errors import InputError
@@ -30,14 +30,19 @@ from exporter.ledger import BatchRecord, RunRecord, set_fields, utcnow
 from exporter.mapping import CustomField
 from exporter.messages import (
     CDM_MANIFESTS,
+    CONTACT_BATCHES,
     EXPORT_REQUESTS,
+    IMPORT_JOBS,
+    POISON_SUFFIX,
     BatchMessage,
     ExportRequest,
     JobCheck,
     ManifestCheck,
     Trigger,
+    log_dropped,
+    log_handler_failed,
 )
-from exporter.planning import plan
+from exporter.planning import OverCap, plan
 from exporter.redact import mask_emails
 from exporter.reports import RejectReport
 from exporter.sendgrid import NotFound, Rejected, TransientError, Unauthorized
@@ -148,6 +153,12 @@ def on_snapshot(svc: Services, version: SnapshotVersion) -> list[str]:
     """A blob arrived (blob trigger): a snapshot file, or a CDM folder's model.json."""
     if cdm.is_manifest(version.name):
         return on_manifest(svc, version)
+    problem = paths.name_problem(version.name) or paths.segment_problem(segment_of(version.name))
+    if problem:
+        # No destination can select such a segment (names follow the segment rule): nothing to
+        # run; said in the log, once per blob version, instead of a retry loop.
+        log.warning("snapshot %s ignored: %s", paths.shown(mask_emails(version.name)), problem)
+        return []
     return request_exports(svc, version, "blob")
 
 
@@ -207,7 +218,10 @@ def on_manifest(
     run_ids: list[str] = []
     waiting: dict[str, list[str]] = {}
     for entity in manifest.entities:
-        found = [svc.storage.snapshot_version(p.blob) for p in entity.partitions]
+        found = _look_up_partitions(svc, version, entity)
+        if isinstance(found, str):
+            _fail_entity(svc, version, entity.name, found, "rejected")
+            continue
         present = [v for v in found if v is not None]
         if len(present) < len(found):
             waiting[entity.name] = [
@@ -242,6 +256,34 @@ def on_manifest(
     return run_ids
 
 
+_REFUSED_LOOKUPS = (400, 403, 414)
+"""Storage's answers to a partition's HEAD that will not change on a retry (a name storage will
+not take, a path it refuses): that entity fails, the others go on."""
+
+
+def _look_up_partitions(
+    svc: Services, manifest: SnapshotVersion, entity: cdm.Entity
+) -> list[SnapshotVersion | None] | str:
+    """Each partition's current version (None: not there yet), or why the entity cannot be
+    exported when storage refuses to look one up. Partition names were checked when model.json
+    was parsed (`cdm`: inside the folder, nothing that leaves the container); this keeps one
+    entity's unexpected refusal from holding up the others (and the whole model.json in a retry
+    loop). Other errors (storage unreachable) propagate: the host retries."""
+    found: list[SnapshotVersion | None] = []
+    for partition in entity.partitions:
+        try:
+            found.append(svc.storage.snapshot_version(partition.blob))
+        except HttpResponseError as exc:
+            if exc.status_code not in _REFUSED_LOOKUPS:
+                raise
+            return (
+                f"entity {entity.name!r} of {manifest.name}: partition "
+                f"{paths.shown(partition.name, 100)} ({paths.shown(partition.blob, 200)}) could "
+                f"not be looked up: storage answered {exc.status_code} ({brief(exc)[:300]})"
+            )
+    return found
+
+
 def check_manifest(
     svc: Services, message: ManifestCheck, *, at: datetime | None = None
 ) -> list[str]:
@@ -252,13 +294,19 @@ def check_manifest(
 
 def manifest_poisoned(svc: Services, message: ManifestCheck) -> None:
     """Every attempt to look at a CDM folder failed: export what is complete, and end the
-    entities still waiting with a run that says so (never a silent drop)."""
-    version = SnapshotVersion(message.manifest, message.etag, message.written_at, message.size)
-    reason = (
-        f"{message.manifest} could not be checked on any attempt (the host's logs say why), so "
-        "this entity was not exported; upload the folder's model.json again to retry"
-    )
-    on_manifest(svc, version, checks=message.checks, give_up=reason)
+    entities still waiting with a run that says so (never a silent drop). Never raises: a
+    model.json that is gone or replaced is logged and dropped; a failure is logged."""
+    queue = CDM_MANIFESTS + POISON_SUFFIX
+    try:
+        version = SnapshotVersion(message.manifest, message.etag, message.written_at, message.size)
+        reason = (
+            f"{message.manifest} could not be checked on any attempt (the host's logs say "
+            "why), so this entity was not exported; upload the folder's model.json again "
+            "to retry"
+        )
+        on_manifest(svc, version, checks=message.checks, give_up=reason)
+    except Exception as exc:
+        log_handler_failed(queue, exc, message.encode())
 
 
 def _fail_entity(
@@ -272,7 +320,8 @@ def _fail_entity(
         manifest.last_modified,
         0,
     )
-    event("entity not exported", manifest=manifest.name, entity=entity, reason=reason)
+    named = entity if paths.valid_segment(entity) else paths.shown(entity, 80)
+    event("entity not exported", manifest=manifest.name, entity=named, reason=reason)
     for destination in svc.destinations.all():
         if entity not in destination.segments:
             continue
@@ -411,22 +460,24 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
             mapping=destination.field_mapping(),
         ) as snapshot:
             delta.fields = tuple(f.name for f in snapshot.mapping.fields[1:])
-            stats = plan(
-                snapshot,
-                on_batch=on_batch,
-                on_reject=report,
-                custom_fields=custom_fields,
-                limits=BatchLimits(
-                    max_contacts=svc.max_batch_contacts, list_ids=(destination.list_id,)
-                ),
-                delta=delta,
-            )
-        if stats.valid > destination.profile_cap:
-            raise InputError(
-                f"the segment has {stats.valid:,} valid profiles, over the cap of "
-                f"{destination.profile_cap:,} set on destination {destination.name!r}: nothing "
-                "was exported; raise the destination's profile_cap to export it"
-            )
+            try:
+                stats = plan(
+                    snapshot,
+                    on_batch=on_batch,
+                    on_reject=report,
+                    custom_fields=custom_fields,
+                    limits=BatchLimits(
+                        max_contacts=svc.max_batch_contacts, list_ids=(destination.list_id,)
+                    ),
+                    delta=delta,
+                    max_valid=destination.profile_cap,
+                )
+            except OverCap as exc:
+                raise InputError(
+                    f"{exc}, over the cap of {destination.profile_cap:,} set on destination "
+                    f"{destination.name!r}: nothing was exported; raise the destination's "
+                    "profile_cap to export it"
+                ) from None
         report_name = svc.storage.write_report(run_id, spool) if stats.rejected else ""
 
     leavers = 0
@@ -537,25 +588,54 @@ class _TextSink:
 
 
 def request_poisoned(svc: Services, request: ExportRequest) -> None:
-    run = svc.ledger.get_run(request.run_id)
-    last = run.error if run is not None and run.error else "no error was recorded"
-    finish.fail_run(svc, request.run_id, f"planning failed on every attempt; the last: {last}")
+    """Every attempt to plan the run failed: it ends `failed` with the last error. Never raises:
+    a request naming a run that does not exist is logged and dropped."""
+    queue = EXPORT_REQUESTS + POISON_SUFFIX
+    try:
+        run = svc.ledger.get_run(request.run_id)
+        if run is None:
+            log_dropped(queue, f"run {request.run_id} does not exist", request.encode())
+            return
+        last = run.error or "no error was recorded"
+        finish.fail_run(svc, request.run_id, f"planning failed on every attempt; the last: {last}")
+    except Exception as exc:
+        log_handler_failed(queue, exc, request.encode())
 
 
 def batch_poisoned(svc: Services, message: BatchMessage) -> None:
-    batch = svc.ledger.get_batch(message.run_id, message.batch)
-    last = batch.error if batch is not None and batch.error else "no error was recorded"
-    sending.fail_batch(
-        svc, message.run_id, message.batch, f"sending failed on every attempt; the last: {last}"
+    """Every attempt to send a batch failed: the batch fails with the last error (and the run
+    settles). Never raises: a message naming a batch that does not exist is logged and dropped."""
+    _fail_poisoned_batch(
+        svc, CONTACT_BATCHES + POISON_SUFFIX, message, "sending failed on every attempt"
     )
 
 
 def job_poisoned(svc: Services, message: JobCheck) -> None:
-    batch = svc.ledger.get_batch(message.run_id, message.batch)
-    last = batch.error if batch is not None and batch.error else "no error was recorded"
-    sending.fail_batch(
+    """Every attempt to check a batch's import job failed: the batch fails with the last error.
+    Never raises: a message naming a batch that does not exist is logged and dropped."""
+    _fail_poisoned_batch(
         svc,
-        message.run_id,
-        message.batch,
-        f"the import job could not be checked on any attempt; the last: {last}",
+        IMPORT_JOBS + POISON_SUFFIX,
+        message,
+        "the import job could not be checked on any attempt",
     )
+
+
+def _fail_poisoned_batch(
+    svc: Services, queue: str, message: BatchMessage | JobCheck, what: str
+) -> None:
+    try:
+        batch = svc.ledger.get_batch(message.run_id, message.batch)
+        if batch is None:
+            run = svc.ledger.get_run(message.run_id)
+            why = (
+                f"run {message.run_id} does not exist"
+                if run is None
+                else f"run {message.run_id} has no batch {message.batch}"
+            )
+            log_dropped(queue, why, message.encode())
+            return
+        last = batch.error or "no error was recorded"
+        sending.fail_batch(svc, message.run_id, message.batch, f"{what}; the last: {last}")
+    except Exception as exc:
+        log_handler_failed(queue, exc, message.encode())

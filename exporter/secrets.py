@@ -7,6 +7,15 @@ identity in Azure, `AZURE_CLIENT_ID` choosing a user-assigned one) and cached fo
 a restart. Otherwise the name is an app setting / environment variable (which, in Azure, may
 itself be a Key Vault reference that the platform resolves).
 
+Only SendGrid keys can be read: every provider refuses a name that does not follow the key-name
+rule (`is_key_name`: `SENDGRID_KEY` or `SENDGRID_KEY_<NAME>`, any case, `-` and `_` alike, so
+`sendgrid-key-marketing` in Key Vault), before it looks anything up. So a destination cannot
+name `AzureWebJobsStorage`, the function key or any other setting or vault secret and have its
+value sent to SendGrid as a bearer token. A refused name and a name with nothing stored under it
+get the same error (`key_unavailable`), which therefore says nothing about which other settings
+exist. A value that is not shaped like a SendGrid key (`SG.` and the key's characters:
+`check_key`) is refused too, and never returned, so it is never sent anywhere.
+
 No secret value is ever logged, put in an exception message or shown by a repr.
 """
 
@@ -48,9 +57,30 @@ STALE_RETRY: Final = 30.0
 _KEY_VAULT_NAME: Final = re.compile(r"[0-9A-Za-z-]{1,127}")
 _TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 
+KEY_NAME_PATTERN: Final = r"^SENDGRID[_-]KEY(?:[_-][A-Za-z0-9]+)*$"
+"""The names an API key may be stored under (case-insensitive, `_` and `-` alike, at most
+`MAX_KEY_NAME` characters): `SENDGRID_KEY`, `SENDGRID_KEY_MARKETING`, `sendgrid-key-marketing-2`
+(Key Vault secret names allow only letters, digits and dashes: there, use dashes)."""
+MAX_KEY_NAME: Final = 127
+KEY_NAME_RULE: Final = (
+    "store the key as an app setting or Key Vault secret named SENDGRID_KEY_<NAME> "
+    "(in Key Vault: SENDGRID-KEY-<NAME>; letters and digits, words joined by _ or -); "
+    "the app reads API keys under no other names"
+)
+KEY_SHAPE: Final = r"^SG\.[A-Za-z0-9_.-]{1,252}$"
+"""What a SendGrid API key looks like: `SG.` then base64url characters and dots (a real key is
+`SG.` + 22 + `.` + 43 characters). Anything else is never sent as a bearer token."""
+_KEY_NAME: Final = re.compile(KEY_NAME_PATTERN, re.IGNORECASE)
+_KEY_SHAPE: Final = re.compile(KEY_SHAPE)
+
 
 class SecretNotFound(InputError):
-    """The named secret does not exist where we look for it."""
+    """No SendGrid key is available under the name: nothing is stored under it, or it is not a
+    name an API key may have (the same error for both, see `key_unavailable`)."""
+
+
+class SecretNotAKey(InputError):
+    """The secret holds something that is not a SendGrid API key; it was not used."""
 
 
 class SecretNameError(InputError):
@@ -71,21 +101,61 @@ class SecretProvider(Protocol):
     def get(self, name: str) -> str: ...
 
 
+def is_key_name(name: str) -> bool:
+    """Whether an API key may be stored under `name` (`KEY_NAME_PATTERN`)."""
+    return (
+        isinstance(name, str)
+        and len(name) <= MAX_KEY_NAME
+        and _KEY_NAME.fullmatch(name) is not None
+    )
+
+
+def key_unavailable(name: str) -> SecretNotFound:
+    """The one error for a name with no SendGrid key behind it, whether nothing is stored under
+    it or it is not a key's name: it tells a caller nothing about which settings exist."""
+    return SecretNotFound(
+        f"no SendGrid key is available under the name {_shown(name)}: {KEY_NAME_RULE}"
+    )
+
+
+def check_key(name: str, value: str) -> str:
+    """`value` if it is shaped like a SendGrid API key, else `SecretNotAKey` (never quoting it)."""
+    if _KEY_SHAPE.fullmatch(value):
+        return value
+    hint = ""
+    if value.startswith("@Microsoft.KeyVault("):
+        hint = (
+            " (it holds a Key Vault reference the platform did not resolve: check the "
+            "reference and the app's access to the vault)"
+        )
+    raise SecretNotAKey(
+        f"the secret {_shown(name)} does not hold a SendGrid API key (SG. followed by the "
+        f"key's letters, digits, '.', '-' and '_'){hint}: nothing was sent with it"
+    )
+
+
+def _shown(name: str) -> str:
+    """A name as it may appear in a message: never something that looks like a key, at most
+    about 130 characters."""
+    if name.startswith("SG."):
+        return "(a value that looks like an API key, not a name)"
+    return repr(name) if len(name) <= 130 else repr(name[:127]) + "..."
+
+
 class EnvSecretProvider:
-    """Secrets from app settings (environment variables)."""
+    """Secrets from app settings (environment variables): only those named like SendGrid keys."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = env
 
     def get(self, name: str) -> str:
+        if not is_key_name(name):
+            raise key_unavailable(name)  # not looked up: no other setting is ever read
         env = os.environ if self._env is None else self._env
         value = env.get(name, "").strip()
         if not value:
-            raise SecretNotFound(
-                f"the API key secret {name!r} is not set: add an app setting named {name} "
-                "holding the SendGrid API key (or a Key Vault reference to it)"
-            )
-        return value
+            raise key_unavailable(name)
+        return check_key(name, value)
 
     def __repr__(self) -> str:
         return "EnvSecretProvider()"
@@ -160,6 +230,8 @@ class KeyVaultSecretProvider:
         return f"KeyVaultSecretProvider(vault_url={self.vault_url!r}, ttl={self.ttl})"
 
     def get(self, name: str) -> str:
+        if not is_key_name(name):
+            raise key_unavailable(name)  # not asked for: no other secret is ever read
         check_key_vault_name(name)
         with self._guard:
             entry = self._cache.get(name)
@@ -217,10 +289,7 @@ class KeyVaultSecretProvider:
         try:
             secret = self._client.get_secret(name)
         except ResourceNotFoundError:
-            raise SecretNotFound(
-                f"{where} does not exist: create it (holding the SendGrid API key), or point the "
-                "destination at the name of an existing secret"
-            ) from None
+            raise key_unavailable(name) from None
         except ClientAuthenticationError as exc:
             raise SecretAccessDenied(_auth_problem(exc, self.vault_url)) from None
         except HttpResponseError as exc:
@@ -249,8 +318,8 @@ class KeyVaultSecretProvider:
             raise InputError(f"could not read {where}: {_first_line(str(exc))}") from None
         value = (secret.value or "").strip()
         if not value:
-            raise SecretNotFound(f"{where} is empty: set it to the SendGrid API key")
-        return value
+            raise key_unavailable(name)
+        return check_key(name, value)
 
 
 def check_key_vault_name(name: str) -> None:

@@ -129,6 +129,8 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
     run = svc.ledger.get_run(run_id)
     if batch is None or run is None:
         return  # its run is gone
+    if run.final:
+        return  # ended (stopped, say): its batches are not sent any more, their blobs are gone
     if batch.state == "accepted":
         # Sent already. The first delivery may have died before queueing the job check: queue
         # one (a second check of the same job is harmless; a missing one would hang the run).
@@ -235,7 +237,7 @@ def follow_job(svc: Services, message: JobCheck) -> None:
     run = svc.ledger.get_run(run_id)
     if batch is None or run is None:
         return
-    if batch.settled:
+    if batch.settled or run.final:
         settle(svc, run_id)  # the first delivery may have died before settling the run
         return
     destination = destination_for(svc, run)

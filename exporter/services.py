@@ -23,6 +23,7 @@ from exporter.storage import RunStorage, Storage
 
 DEFAULT_VERIFY_DELAY = 60.0
 DEFAULT_VERIFY_LAG = 300.0
+DEFAULT_REPORT_RETENTION_DAYS = 30
 
 
 @dataclass
@@ -49,6 +50,9 @@ class Services:
     verify_lag: float = DEFAULT_VERIFY_LAG
     """Seconds before a list that differed from the segment is read back again, before anything
     is called drift or sent to heal it (setting VERIFY_LAG_SECONDS)."""
+    report_retention_days: int = DEFAULT_REPORT_RETENTION_DAYS
+    """Days a run's reject report is kept (setting REJECT_REPORT_RETENTION_DAYS; 0: for
+    ever). Contact data is not kept past its run at all."""
     _clients: dict[str, tuple[str, SendGridClient]] = field(default_factory=dict, repr=False)
     """Per API-key secret name: (the key's SHA-256, the client made with it)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -57,6 +61,14 @@ class Services:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Services:
         """From app settings (the environment by default), creating containers and queues."""
         env = os.environ if env is None else env
+        # Every setting is checked before anything connects: a wrong one fails at start.
+        sendgrid_settings = SendGridSettings.from_env(env)
+        max_batch_contacts = _batch_size(env.get("MAX_BATCH_CONTACTS"))
+        cdm_recheck = seconds_setting(env, "CDM_RECHECK_SECONDS", 30.0)
+        cdm_wait = seconds_setting(env, "CDM_WAIT_SECONDS", 1800.0)
+        verify_delay = seconds_setting(env, "VERIFY_DELAY_SECONDS", DEFAULT_VERIFY_DELAY, zero=True)
+        verify_lag = seconds_setting(env, "VERIFY_LAG_SECONDS", DEFAULT_VERIFY_LAG, zero=True)
+        report_retention_days = _days(env.get("REJECT_REPORT_RETENTION_DAYS"))
         storage = Storage.from_env(env)
         storage.ensure()
         return cls(
@@ -64,14 +76,13 @@ class Services:
             ledger=TableRunLedger(storage.tables),
             destinations=BlobDestinationStore(storage.app),
             secrets=secret_provider(env),
-            sendgrid_settings=SendGridSettings.from_env(env),
-            max_batch_contacts=_batch_size(env.get("MAX_BATCH_CONTACTS")),
-            cdm_recheck=seconds_setting(env, "CDM_RECHECK_SECONDS", 30.0),
-            cdm_wait=seconds_setting(env, "CDM_WAIT_SECONDS", 1800.0),
-            verify_delay=seconds_setting(
-                env, "VERIFY_DELAY_SECONDS", DEFAULT_VERIFY_DELAY, zero=True
-            ),
-            verify_lag=seconds_setting(env, "VERIFY_LAG_SECONDS", DEFAULT_VERIFY_LAG, zero=True),
+            sendgrid_settings=sendgrid_settings,
+            max_batch_contacts=max_batch_contacts,
+            cdm_recheck=cdm_recheck,
+            cdm_wait=cdm_wait,
+            verify_delay=verify_delay,
+            verify_lag=verify_lag,
+            report_retention_days=report_retention_days,
         )
 
     def sendgrid(self, destination: Destination) -> SendGridClient:
@@ -103,6 +114,21 @@ def _batch_size(value: str | None) -> int:
     if not 1 <= size <= MAX_CONTACTS:
         raise InputError(f"MAX_BATCH_CONTACTS must be a whole number from 1 to {MAX_CONTACTS:,}")
     return size
+
+
+def _days(value: str | None) -> int:
+    if not value or not value.strip():
+        return DEFAULT_REPORT_RETENTION_DAYS
+    try:
+        days = int(value)
+    except ValueError:
+        days = -1
+    if not 0 <= days <= 3650:
+        raise InputError(
+            "REJECT_REPORT_RETENTION_DAYS must be a whole number of days from 0 (keep for "
+            "ever) to 3,650"
+        )
+    return days
 
 
 def seconds_setting(

@@ -11,6 +11,13 @@ A snapshot may also come in parts (`Parts`: a CDM entity's partition files, see 
 the parts are read one after another through the same pipeline, each opened only when the reader
 reaches it, with the columns given up front (a headerless part takes them; a part with a header
 row must name the same ones).
+
+Every input has a bound (the constants below; the README's "Input limits" lists them): a file
+built to cost memory or time costs at most about one line's worth (`LINE_CAP`) and is stopped in
+bounded time. The counting layer hands the text decoder whole lines only: a line over
+`LINE_CAP` bytes is never buffered; its bytes are dropped as they arrive until its line break,
+and the line is replaced by a marker (a lone NUL) whose line number the row loop looks up, so
+that row alone is rejected (`line_too_long`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import gzip
 import io
 import itertools
 import json
+import sys
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -31,13 +40,46 @@ from typing import IO, Final, Literal, Protocol
 from exporter.errors import SnapshotError
 from exporter.mapping import FieldMapping, ResolvedMapping
 
+# --- input limits (read when a file is opened, so tests may lower them) ---------------------
+
 FIELD_CAP: Final = 64 * 1024
-"""A field longer than this (in characters) rejects its row: no real profile field is that long."""
+"""A field longer than this (in characters) rejects its row (`field_too_large`): no real profile
+field is that long."""
 
 LINE_CAP: Final = 1024 * 1024
-"""A JSON line or CSV field longer than this is not a profile: beyond it, the file is unreadable."""
+"""Bytes of one physical line, without its line break. A longer line rejects its row
+(`line_too_long`): its bytes are skipped up to the next line break without being kept. A line
+that no line break ends before the end of the file fails the file. A CSV row that spans lines
+(line breaks inside quotes) may hold at most this many characters: past that, a quote has been
+open for a megabyte and the row's end cannot be trusted, so the file fails."""
+
+HEADER_CAP: Final = 256 * 1024
+"""Bytes of the header row (a longer first line fails the file)."""
+
+MAX_COLUMNS: Final = 5_000
+"""Columns of the header (keys of the first JSON Lines record, attributes of a CDM entity); more
+fail the file. SendGrid takes at most a few hundred custom fields."""
+
+FIELDS_CAP: Final = 1_000
+"""A row with more than max(2 x the header's columns, this) fields is rejected
+(`too_many_fields`; a row with fewer, but not as many as the header, is a `ragged_row`). A CSV
+line without quotes is measured by counting its delimiters, before the csv module splits it."""
+
+FILE_CAP: Final = 20 * 1024**3
+"""Bytes of one file, after decompression (a gzip bomb stops here): more fail the file."""
+
+MAX_ROWS: Final = 50_000_000
+"""Rows of one snapshot (all of its parts); more fail it. Enforced by `exporter.planning.plan`."""
+
+MAX_BLANK_RUN: Final = 1_000_000
+"""Blank rows in a row (blank lines before the header too): more fail the file as not a segment
+export. Enforced by `exporter.planning.plan` (rows) and here (lines before the header)."""
 
 _CHUNK: Final = 64 * 1024
+_CUT: Final = b"\x00\n"
+"""What the decoder gets instead of a line over LINE_CAP (or csv, instead of a line with too many
+fields): a lone NUL, so no reader can take it for data, even if its line number were lost."""
+_CUT_TEXT: Final = _CUT.decode()
 DELIMITERS: Final = (",", ";", "\t", "|")
 Format = Literal["csv", "jsonl"]
 
@@ -137,26 +179,52 @@ class _RawCounter:
 
 
 class _Counted(io.BufferedIOBase):
-    """The bytes the text decoder sees, counted, so a decode error can be placed exactly.
+    """The bytes the text decoder sees, counted, so an error can be placed exactly.
 
-    Also turns gzip failures into SnapshotErrors and strips a UTF-8 byte-order mark.
+    Also turns gzip failures into SnapshotErrors, strips a UTF-8 byte-order mark, and bounds
+    lines: it hands on whole lines only (a block of them per read), holding back the start of
+    a line until its line break arrives. A line over LINE_CAP bytes is dropped as its bytes
+    arrive (memory stays flat however long it is) and replaced by `_CUT`; `cut_lines` says
+    which line that was. A file over FILE_CAP bytes fails.
     """
 
-    def __init__(self, inner: _Readable, raw: _RawCounter, *, gzipped: bool) -> None:
+    def __init__(
+        self,
+        inner: _Readable,
+        raw: _RawCounter,
+        *,
+        gzipped: bool,
+        watch: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
         self._inner = inner
         self._raw = raw
         self._gzipped = gzipped
-        self.total = 0  # bytes returned so far (plus a skipped BOM)
-        self.newlines = 0
-        self.last_start = 0  # offset and line count where the most recent chunk began
+        self._watch = watch
+        self.line_cap = LINE_CAP
+        self.file_cap = FILE_CAP
+        # A line inside one chunk is shorter than a chunk: chunks of at most LINE_CAP bytes
+        # mean only lines that cross chunk boundaries need measuring.
+        self._chunk = max(1, min(_CHUNK, self.line_cap))
+        self.total = 0  # bytes of the file read so far (decompressed; a skipped BOM included)
+        self.newlines = 0  # line breaks handed on (a cut line's marker counts as its line)
+        self.last_start = 0  # file offset, line breaks before, and the latest block handed on
         self.last_newlines = 0
         self.last_len = 0
-        self._pending = b""
+        self._last = b""
+        self._pending = b""  # bytes read but not yet looked at, and their file offset
+        self._pending_at = 0
+        self._held: list[bytes] = []  # the start of a line whose line break has not come yet
+        self._held_len = 0
+        self._held_at = 0
+        self._skipping = False
+        self._skip_at = 0
+        self.cut_lines: deque[tuple[int, int]] = deque(maxlen=1024)
+        """(line, byte offset) of each line replaced by `_CUT`, oldest first; the CSV reader
+        takes them off as its rows pass them (a few are pending at most: one is over a MiB)."""
         self.suspicious = False
-        """Set once a chunk holds a NUL byte or a line longer than FIELD_CAP bytes ends: from then
+        """Set once a NUL byte is handed on or a line longer than FIELD_CAP bytes ends: from then
         on, rows get the full (slower) per-field checks. Clean files never pay for them."""
-        self._run = 0  # bytes since the last line break, across chunks
 
     @property
     def name(self) -> str:
@@ -173,14 +241,16 @@ class _Counted(io.BufferedIOBase):
             if not data:
                 break
             head += data
+        self.total = len(head)
+        skipped = 0
         for signature, problem in _SIGNATURES:
             if head.startswith(signature):
                 if problem is None:
-                    self.total = len(signature)
-                    head = head[len(signature) :]
+                    skipped = len(signature)
+                    head = head[skipped:]
                     break
                 raise SnapshotError("binary_file", f"the file is {problem}", offset=0)
-        self._pending = head
+        self._pending, self._pending_at = head, skipped
         return head
 
     def _pull(self, size: int) -> bytes:
@@ -201,29 +271,108 @@ class _Counted(io.BufferedIOBase):
             ) from None
 
     def read1(self, size: int | None = -1, /) -> bytes:
-        if self._pending:
-            data, self._pending = self._pending, b""
-        else:
-            data = self._pull(min(size, _CHUNK) if size and size > 0 else _CHUNK)
-        self.last_start = self.total
-        self.last_newlines = self.newlines
-        self.last_len = len(data)
-        self.total += len(data)
-        newlines = data.count(b"\n")
-        self.newlines += newlines
-        # A line inside one chunk (at most _CHUNK <= FIELD_CAP bytes) cannot hold a field over
-        # FIELD_CAP characters; only lines that cross chunk boundaries need measuring.
-        if newlines:
-            if self._run + data.index(b"\n") > FIELD_CAP:
-                self.suspicious = True
-            self._run = len(data) - data.rindex(b"\n") - 1
-        else:
-            self._run += len(data)
-            if self._run > FIELD_CAP:
-                self.suspicious = True
-        if b"\x00" in data:
+        """The next block of whole lines (b"" at the end). It may be longer than `size`: the C
+        text decoder takes what it gets, and a line is never split across two blocks."""
+        while True:
+            if self._pending:
+                data, at = self._pending, self._pending_at
+                self._pending = b""
+            else:
+                at = self.total
+                data = self._pull(self._chunk)
+                self.total += len(data)
+                if self.total > self.file_cap:
+                    raise self._too_large()
+                if self._watch is not None:
+                    self._watch()
+                if not data:
+                    return self._end()
+            block = self._take(data, at)
+            if block is not None:
+                return block
+
+    def _take(self, data: bytes, at: int) -> bytes | None:
+        """Look at `data` (read from file offset `at`): a block to hand on, or None for more."""
+        if self._skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                return None  # still inside the long line: dropped
+            self._skipping = False
+            self._pending, self._pending_at = data[end + 1 :], at + end + 1
+            return self._cut()
+        first = data.find(b"\n")
+        if first < 0:
+            if not self._held:
+                self._held_at = at
+            self._held.append(data)
+            self._held_len += len(data)
+            if self._held_len > self.line_cap:
+                self._skip_at = self._held_at
+                self._held, self._held_len, self._skipping = [], 0, True
+            return None
+        length = self._held_len + first  # of the line that ends in this chunk
+        if length > self.line_cap:
+            self._skip_at = self._held_at if self._held else at
+            self._held, self._held_len = [], 0
+            self._pending, self._pending_at = data[first + 1 :], at + first + 1
+            return self._cut()
+        if length > FIELD_CAP:
             self.suspicious = True
-        return data
+        last = data.rfind(b"\n") + 1
+        if self._held:
+            start = self._held_at
+            self._held.append(data[:last])
+            block = b"".join(self._held)
+        else:
+            start = at
+            block = data if last == len(data) else data[:last]
+        rest = data[last:]
+        self._held, self._held_len, self._held_at = ([rest] if rest else []), len(rest), at + last
+        return self._hand_on(block, start)
+
+    def _cut(self) -> bytes:
+        """The marker for the line just skipped, handed on in a block of its own."""
+        self.cut_lines.append((self.newlines + 1, self._skip_at))
+        self.suspicious = True
+        return self._hand_on(_CUT, self._skip_at)
+
+    def _hand_on(self, block: bytes, start: int) -> bytes:
+        self.last_start = start
+        self.last_newlines = self.newlines
+        self.last_len = len(block)
+        self._last = block
+        self.newlines += block.count(b"\n")
+        if b"\x00" in block:
+            self.suspicious = True
+        return block
+
+    def _end(self) -> bytes:
+        if self._skipping:
+            line = self.newlines + 1
+            raise SnapshotError(
+                "line_too_long",
+                f"line {line:,} is longer than {self.line_cap:,} bytes and no line break (LF) "
+                "ends it before the end of the file: this is not a CSV or JSON Lines file",
+                line=line,
+                offset=self._skip_at,
+            )
+        if not self._held:
+            return b""
+        block = b"".join(self._held)  # the last line, without a line break
+        start = self._held_at
+        self._held, self._held_len = [], 0
+        if len(block) > FIELD_CAP:
+            self.suspicious = True
+        return self._hand_on(block, start)
+
+    def _too_large(self) -> SnapshotError:
+        what = "decompresses to" if self._gzipped else "is"
+        return SnapshotError(
+            "file_too_large",
+            f"the file {what} more than {self.file_cap:,} bytes, the limit for one snapshot "
+            "file" + (" (a gzip bomb?)" if self._gzipped else ""),
+            offset=self.file_cap,
+        )
 
     def read(self, size: int | None = -1, /) -> bytes:
         if size is not None and size >= 0:
@@ -233,8 +382,19 @@ class _Counted(io.BufferedIOBase):
             parts.append(chunk)
         return b"".join(parts)
 
+    def line_offset(self, line: int) -> int | None:
+        """The byte offset where `line` starts, if it is in the latest block (where the reader
+        is: blocks end with a line break, so the decoder never reads ahead of one)."""
+        skip = line - self.last_newlines - 1
+        if skip < 0 or skip > self._last.count(b"\n"):
+            return None
+        pos = 0
+        for _ in range(skip):
+            pos = self._last.index(b"\n", pos) + 1
+        return self.last_start + pos
+
     def decode_error(self, exc: UnicodeDecodeError) -> SnapshotError:
-        """Place a decode error: the decoder's object is its pending bytes + the latest chunk."""
+        """Place a decode error: the decoder's object is its pending bytes + the latest block."""
         pending = len(exc.object) - self.last_len
         offset = self.last_start - pending + exc.start
         line = self.last_newlines + exc.object[: exc.start].count(b"\n") + 1
@@ -263,6 +423,80 @@ def detect_format(name: str) -> Format | None:
     return None
 
 
+class _Feed:
+    """The lines csv.reader parses, looked at on their way in (one generator step a line).
+
+    - A row that spans lines (line breaks inside quotes) may hold LINE_CAP characters; past
+      that the file fails: the quote's end cannot be trusted.
+    - A line that starts a row, holds no quote character and more delimiters than the row may
+      have fields is replaced by `_CUT` (and noted in `flagged`): csv never splits it into a
+      list of up to a million fields.
+
+    `done` is the reader's `line_num` after its latest complete row: the row loop sets it, so
+    a line fetched when `done` equals the lines fetched so far starts a new row.
+    """
+
+    __slots__ = (
+        "_counted",
+        "_delimiter",
+        "_lines",
+        "_quote",
+        "_skipped",
+        "done",
+        "flagged",
+        "max_fields",
+    )
+
+    def __init__(
+        self,
+        lines: Iterable[str],
+        counted: _Counted,
+        *,
+        skipped: int,
+        delimiter: str,
+        quoting: bool,
+    ) -> None:
+        self._lines = lines
+        self._counted = counted
+        self._skipped = skipped
+        self._delimiter = delimiter
+        self._quote = '"' if quoting else ""
+        self.done = 0
+        # Fields a row may have: set once the columns are known (a header is checked on its own).
+        self.max_fields = sys.maxsize
+        # (line, fields) of each line replaced because of its fields, oldest first.
+        self.flagged: deque[tuple[int, int]] = deque(maxlen=1024)
+
+    def __iter__(self) -> Iterator[str]:
+        cap = LINE_CAP
+        delimiter, quote, skipped = self._delimiter, self._quote, self._skipped
+        size = opened = 0
+        for fetched, line in enumerate(self._lines):
+            if self.done == fetched:  # this line starts a row
+                size = len(line)
+                opened = fetched + 1
+                if size >= self.max_fields and (not quote or quote not in line):
+                    fields = line.count(delimiter) + 1
+                    if fields > self.max_fields:
+                        self.flagged.append((opened + skipped, fields))
+                        self._counted.suspicious = True
+                        yield _CUT_TEXT
+                        continue
+            else:
+                size += len(line)
+                if size > cap:
+                    line_no = fetched + 1 + skipped
+                    raise SnapshotError(
+                        "malformed_csv",
+                        f"the row that starts on line {opened + skipped:,} is still inside a "
+                        f"quoted field after {cap:,} characters: most likely a quote that is "
+                        "never closed",
+                        line=line_no,
+                        offset=self._counted.line_offset(line_no),
+                    )
+            yield line
+
+
 class Snapshot:
     """An open snapshot: its format, its columns, the mapping fitted to them, and its records.
 
@@ -276,6 +510,9 @@ class Snapshot:
     mapping: ResolvedMapping
     part: Part | None = None
     """The part being read (None for a single file)."""
+    watch: Callable[[], None] | None = None
+    """Called for every 64 KiB the reader reads (`exporter.planning.plan` sets its deadline check
+    here), so even a line that takes long to skip is watched. It may raise."""
 
     def __init__(
         self,
@@ -287,6 +524,7 @@ class Snapshot:
     ) -> None:
         self._owned: IO[bytes] | None = None
         self._part_file: IO[bytes] | None = None
+        self._where: str | None = None  # the part being read, as errors name it
         self._ragged = "the header has {}"
         raw: IO[bytes]
         if isinstance(source, Parts):
@@ -338,7 +576,7 @@ class Snapshot:
         counter = _RawCounter(raw, magic)
         self.compressed = magic == b"\x1f\x8b"
         inner: _Readable = gzip.GzipFile(fileobj=counter, mode="rb") if self.compressed else counter
-        self._bytes = _Counted(inner, counter, gzipped=self.compressed)
+        self._bytes = _Counted(inner, counter, gzipped=self.compressed, watch=self._tick)
         head = self._bytes.start()
         if not head:
             if empty_ok:
@@ -349,6 +587,18 @@ class Snapshot:
         self._text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]  # fewer, larger decodes
         return True
 
+    def _tick(self) -> None:
+        if self.watch is not None:
+            self.watch()
+
+    def error(self, code: str, message: str, *, line: int | None = None) -> SnapshotError:
+        """A file-level error found while its rows are read (by the planner, say): placed at
+        `line` of the part being read, with the byte offset when the reader can still tell."""
+        counted: _Counted | None = getattr(self, "_bytes", None)  # None before any part opened
+        offset = None if line is None or counted is None else counted.line_offset(line)
+        exc = SnapshotError(code, message, line=line, offset=offset)
+        return exc if self._where is None else _located(exc, self._where)
+
     def _guard(self, fn: Callable[[], str]) -> str:
         try:
             return fn()
@@ -357,19 +607,22 @@ class Snapshot:
 
     def _first_line(self) -> str:
         """The first non-blank line (the header, or the first JSON record)."""
+        blank_cap = MAX_BLANK_RUN
         while True:
-            line = self._guard(lambda: self._text.readline(LINE_CAP + 1))
+            line = self._guard(self._text.readline)  # at most LINE_CAP bytes: see _Counted
             if not line:
                 raise SnapshotError(
                     "no_header", "the file holds only blank lines: no header row", line=self._line
                 )
             self._line += 1
-            if len(line) > LINE_CAP and not line.endswith(("\n", "\r")):
+            if line == _CUT_TEXT and self._bytes.cut_lines:
+                _, offset = self._bytes.cut_lines[-1]
                 raise SnapshotError(
-                    "no_header",
-                    f"no line break in the first {LINE_CAP:,} characters: "
-                    "this is not a CSV or JSON Lines file",
+                    "line_too_long",
+                    f"the first line is longer than {self._bytes.line_cap:,} bytes: no header "
+                    "row or JSON record is that long; this is not a segment export",
                     line=self._line,
+                    offset=offset,
                 )
             if "\x00" in line:
                 raise SnapshotError(
@@ -380,14 +633,45 @@ class Snapshot:
                 )
             if line.strip():
                 return line
+            if self._line > blank_cap:
+                raise SnapshotError(
+                    "blank_rows",
+                    f"the file starts with more than {blank_cap:,} blank lines: "
+                    "this is not a segment export",
+                    line=self._line,
+                    offset=self._bytes.line_offset(self._line),
+                )
 
     # --- CSV -------------------------------------------------------------------------------
 
+    def _check_header_line(self, first: str) -> None:
+        """Bound the header row before csv splits it: its bytes, and its columns when a count
+        of delimiters is exact (no quotes)."""
+        size = len(first.rstrip("\r\n").encode("utf-8", "surrogatepass"))  # as LINE_CAP
+        if size > HEADER_CAP:
+            raise SnapshotError(
+                "header_too_large",
+                f"the header row is {size:,} bytes, over the limit of {HEADER_CAP:,}",
+                line=self._line,
+            )
+        if '"' not in first:
+            columns = max(first.count(d) for d in DELIMITERS) + 1
+            if columns > MAX_COLUMNS:
+                raise _too_many_columns(columns, self._line)
+
     def _open_csv(self, first: str, mapping: FieldMapping) -> Iterator[tuple[int, Record]]:
+        self._check_header_line(first)
         self.delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([first], delimiter=d))))
-        reader = csv.reader(itertools.chain([first], self._text), delimiter=self.delimiter)
-        header = self._header(reader)
         header_line = self._line
+        feed = _Feed(
+            itertools.chain([first], self._text),
+            self._bytes,
+            skipped=header_line - 1,
+            delimiter=self.delimiter,
+            quoting=True,
+        )
+        reader = csv.reader(feed, delimiter=self.delimiter)
+        header = self._header(reader)
         for col in header:
             if "@" in col and "." in col.partition("@")[2]:
                 raise SnapshotError(
@@ -398,19 +682,25 @@ class Snapshot:
                 )
         self.columns = tuple(header)
         self.mapping = mapping.resolve(header)
-        return self._csv_records(reader, header_line - 1)
+        return self._csv_records(reader, feed, header_line - 1)
 
     def _header(self, reader: _csv.Reader) -> list[str]:
         try:
-            return [h.strip() for h in next(reader)]
+            header = [h.strip() for h in next(reader)]
         except csv.Error as exc:
             raise SnapshotError("malformed_csv", f"the header row is malformed: {exc}") from None
         except UnicodeDecodeError as exc:
             raise self._bytes.decode_error(exc) from None
+        if len(header) > MAX_COLUMNS:
+            raise _too_many_columns(len(header), self._line)
+        return header
 
-    def _csv_records(self, reader: _csv.Reader, skipped: int) -> Iterator[tuple[int, Record]]:
+    def _csv_records(
+        self, reader: _csv.Reader, feed: _Feed, skipped: int
+    ) -> Iterator[tuple[int, Record]]:
         columns = self.columns
         ncols = len(columns)
+        max_fields = feed.max_fields = max(2 * ncols, FIELDS_CAP)
         indices = self.mapping.indices
         get: Callable[[list[str]], tuple[str, ...]]
         if len(indices) == 1:
@@ -420,27 +710,32 @@ class Snapshot:
                 return (row[only],)
         else:
             get = itemgetter(*indices)
-        prev = reader.line_num
+        prev = feed.done = reader.line_num
         counted = self._bytes
         try:
             for row in reader:
                 start = prev + 1 + skipped
-                prev = reader.line_num
+                prev = feed.done = reader.line_num
                 if len(row) != ncols or counted.suspicious:
-                    yield start, _csv_problem(row, columns, get, self._ragged)
+                    yield (
+                        start,
+                        self._slow_row(
+                            row, start, prev + skipped, feed=feed, get=get, max_fields=max_fields
+                        ),
+                    )
                     continue
                 values = get(row)
                 if values[0] and not values[0].isspace():
                     yield start, values
                 else:
-                    yield start, _csv_problem(row, columns, get, self._ragged)
+                    yield start, _csv_problem(row, columns, get, self._ragged, max_fields)
         except csv.Error as exc:
             line = reader.line_num + skipped
             if "field larger than field limit" in str(exc):
                 raise SnapshotError(
                     "malformed_csv",
-                    f"a field that starts at or before this line runs past {LINE_CAP:,} "
-                    "characters: most likely a quote that is never closed",
+                    f"a field runs past the csv module's limit of {csv.field_size_limit():,} "
+                    "characters",
                     line=line,
                 ) from None
             raise SnapshotError(
@@ -449,11 +744,36 @@ class Snapshot:
         except UnicodeDecodeError as exc:
             raise self._bytes.decode_error(exc) from None
 
+    def _slow_row(
+        self,
+        row: list[str],
+        start: int,
+        end: int,
+        *,
+        feed: _Feed,
+        get: Callable[[list[str]], tuple[str, ...]],
+        max_fields: int,
+    ) -> Record:
+        """The slow path: a line of this row (lines `start` to `end`) that was cut or flagged on
+        its way in, else `_csv_problem`."""
+        cut = _take_marks(self._bytes.cut_lines, start, end)
+        if cut is not None:
+            which = "the line" if cut[0] == start else f"line {cut[0]:,} of the row"
+            return RowProblem(
+                "line_too_long", f"{which} is longer than {self._bytes.line_cap:,} bytes"
+            )
+        flagged = _take_marks(feed.flagged, start, end)
+        if flagged is not None:
+            return _too_many_fields(flagged[1], max_fields)
+        return _csv_problem(row, self.columns, get, self._ragged, max_fields)
+
     # --- CSV in parts (a CDM entity's partitions) ---------------------------------------------
 
     def _open_parts(self, source: Parts, mapping: FieldMapping) -> None:
         if not source.columns:
             raise SnapshotError("no_header", "a snapshot in parts needs its column names")
+        if len(source.columns) > MAX_COLUMNS:
+            raise _too_many_columns(len(source.columns), None, what="the entity has")
         self.format = "csv"
         self.compressed = False
         self.delimiter = source.parts[0].delimiter if source.parts else ","
@@ -465,10 +785,10 @@ class Snapshot:
     def _parts_records(self, parts: Sequence[Part]) -> Iterator[tuple[int, Record]]:
         for index, part in enumerate(parts, start=1):
             self.part = part
+            self._where = where = f"partition {index} of {len(parts)} ({part.name})"
             try:
                 yield from self._part_records(part)
             except SnapshotError as exc:
-                where = f"partition {index} of {len(parts)} ({part.name})"
                 raise _located(exc, where) from None
             finally:
                 self._close_part()
@@ -481,12 +801,17 @@ class Snapshot:
         skipped = 0
         if part.header:
             self._line = 0
-            lines = itertools.chain([self._first_line()], self._text)
+            first = self._first_line()
+            self._check_header_line(first)
+            lines = itertools.chain([first], self._text)
             skipped = self._line - 1
+        feed = _Feed(
+            lines, self._bytes, skipped=skipped, delimiter=part.delimiter, quoting=part.quoting
+        )
         if part.quoting:
-            reader = csv.reader(lines, delimiter=part.delimiter)
+            reader = csv.reader(feed, delimiter=part.delimiter)
         else:
-            reader = csv.reader(lines, delimiter=part.delimiter, quoting=csv.QUOTE_NONE)
+            reader = csv.reader(feed, delimiter=part.delimiter, quoting=csv.QUOTE_NONE)
         if part.header:
             header = self._header(reader)
             if [h.casefold() for h in header] != [c.casefold() for c in self.columns]:
@@ -496,7 +821,7 @@ class Snapshot:
                     f"{_shown(self.columns)}, in that order",
                     line=skipped + 1,
                 )
-        yield from self._csv_records(reader, skipped)
+        yield from self._csv_records(reader, feed, skipped)
 
     def _close_part(self) -> None:
         file, self._part_file = self._part_file, None
@@ -511,7 +836,7 @@ class Snapshot:
         stripped = first.strip()
         try:
             obj = json.loads(stripped)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             hint = " (a JSON array: one object per line is expected)" if stripped[:1] == "[" else ""
             raise SnapshotError(
                 "not_jsonl",
@@ -526,6 +851,8 @@ class Snapshot:
                 "a JSON Lines file holds one JSON object per line",
                 line=self._line,
             )
+        if len(obj) > MAX_COLUMNS:
+            raise _too_many_columns(len(obj), self._line, what="the first record has")
         self.columns = tuple(str(k) for k in obj)
         self.mapping = mapping.resolve(self.columns)
         return self._jsonl_records(first)
@@ -533,23 +860,13 @@ class Snapshot:
     def _jsonl_records(self, first: str) -> Iterator[tuple[int, Record]]:
         keys = self.mapping.columns
         loads = json.loads
+        max_fields = max(2 * len(self.columns), FIELDS_CAP)
         line_no = self._line
-        yield line_no, _json_record(first, keys, loads)
-        readline = self._text.readline
+        yield line_no, _json_record(first, keys, loads, max_fields)
         try:
-            while line := readline(LINE_CAP + 1):
+            for line in self._text:  # each at most LINE_CAP bytes: see _Counted
                 line_no += 1
-                if len(line) > LINE_CAP and not line.endswith(("\n", "\r")):
-                    while (rest := readline(LINE_CAP)) and not rest.endswith(("\n", "\r")):
-                        pass
-                    yield (
-                        line_no,
-                        RowProblem(
-                            "line_too_long", f"the line is longer than {LINE_CAP:,} characters"
-                        ),
-                    )
-                else:
-                    yield line_no, _json_record(line, keys, loads)
+                yield line_no, _json_record(line, keys, loads, max_fields)
         except UnicodeDecodeError as exc:
             raise self._bytes.decode_error(exc) from None
 
@@ -572,15 +889,43 @@ class Snapshot:
         self.close()
 
 
+def _too_many_columns(count: int, line: int | None, what: str = "the header has") -> SnapshotError:
+    return SnapshotError(
+        "too_many_columns",
+        f"{what} {count:,} columns, over the limit of {MAX_COLUMNS:,}",
+        line=line,
+    )
+
+
+def _too_many_fields(fields: int, max_fields: int) -> RowProblem:
+    return RowProblem(
+        "too_many_fields", f"the row has {fields:,} fields, more than the {max_fields:,} allowed"
+    )
+
+
+def _take_marks(marks: deque[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """The first of `marks` (line, detail; in line order) on lines `start` to `end`, taking off
+    every mark up to `end` (older ones belong to rows rejected for something else)."""
+    found = None
+    while marks and marks[0][0] <= end:
+        mark = marks.popleft()
+        if found is None and mark[0] >= start:
+            found = mark
+    return found
+
+
 def _csv_problem(
     row: list[str],
     columns: Sequence[str],
     get: Callable[[list[str]], tuple[str, ...]],
     width: str = "the header has {}",
+    max_fields: int = FIELDS_CAP,
 ) -> Record:
-    """The careful look at a row that the fast path could not clear: blank, ragged, too large,
-    NUL; or, when none of those, its mapped values after all (as for a row without email).
-    `width` says where the expected number of fields comes from."""
+    """The careful look at a row that the fast path could not clear: too many fields, blank,
+    ragged, too large, NUL; or, when none of those, its mapped values after all (as for a row
+    without email). `width` says where the expected number of fields comes from."""
+    if len(row) > max_fields:
+        return _too_many_fields(len(row), max_fields)
     joined = "".join(row)
     if not joined or joined.isspace():
         return BLANK
@@ -610,15 +955,22 @@ def _located(exc: SnapshotError, where: str) -> SnapshotError:
     return located
 
 
-def _json_record(line: str, keys: Sequence[str], loads: Callable[[str], object]) -> Record:
+def _json_record(
+    line: str, keys: Sequence[str], loads: Callable[[str], object], max_fields: int = FIELDS_CAP
+) -> Record:
     if not line.strip():
         return BLANK
     try:
         obj = loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        if line == _CUT_TEXT:  # what _Counted hands on for a line over LINE_CAP
+            return RowProblem("line_too_long", f"the line is longer than {LINE_CAP:,} bytes")
         return RowProblem("invalid_json", f"the line is not valid JSON: {_json_message(exc)}")
     if type(obj) is not dict:
         return RowProblem("not_json_object", f"the line is a JSON {_json_type(obj)}, not an object")
+    # Each key takes at least 5 characters ("k":0,), so only a long line can hold too many.
+    if len(line) > 4 * max_fields and len(obj) > max_fields:
+        return _too_many_fields(len(obj), max_fields)
     values = tuple(map(obj.get, keys))
     if all(type(v) is str for v in values):
         out: tuple[str, ...] = values  # type: ignore[assignment]
@@ -674,9 +1026,11 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "number")
 
 
-def _json_message(exc: ValueError) -> str:
+def _json_message(exc: ValueError | RecursionError) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
     return str(exc)
 
 

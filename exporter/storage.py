@@ -117,6 +117,10 @@ class RunStorage(Protocol):
 
     def delete_run_blobs(self, run_id: str) -> None: ...
 
+    def reports_older_than(self, cutoff: datetime) -> Iterator[str]: ...
+
+    def delete_report(self, run_id: str) -> None: ...
+
     def read_state(self, destination: str, segment: str, list_id: str) -> bytes | None: ...
 
     def state_emails(self, destination: str, segment: str, list_id: str) -> Iterable[bytes]: ...
@@ -370,15 +374,30 @@ class Storage:
         return ContactStream(size, chunks())
 
     def write_report(self, run_id: str, report: IO[bytes]) -> str:
-        name = f"runs/{run_id}/rejects.csv"
+        name = report_blob(run_id)
         report.seek(0)
         self.app.upload_blob(name, report, overwrite=True)
         return name
 
     def delete_run_blobs(self, run_id: str) -> None:
-        for blob in self.app.list_blobs(name_starts_with=f"runs/{run_id}/batches/"):
-            with contextlib.suppress(ResourceNotFoundError):
-                self.app.delete_blob(blob.name)
+        """The run's contact data (batches, removals, its pending state, what its looks found):
+        gone once the run has ended (or failed to plan). The reject report stays (it holds row
+        numbers and reasons, no profile values) until its retention runs out."""
+        keep = report_blob(run_id)
+        for blob in self.app.list_blobs(name_starts_with=f"runs/{run_id}/"):
+            if blob.name != keep:
+                with contextlib.suppress(ResourceNotFoundError):
+                    self.app.delete_blob(blob.name)
+
+    def reports_older_than(self, cutoff: datetime) -> Iterator[str]:
+        """Run ids whose reject report was written before `cutoff`."""
+        for blob in self.app.list_blobs(name_starts_with="runs/"):
+            if blob.name.endswith("/rejects.csv") and blob.last_modified < cutoff:
+                yield blob.name.split("/")[1]
+
+    def delete_report(self, run_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self.app.delete_blob(report_blob(run_id))
 
     # --- synced state (see exporter.state) -------------------------------------------------------
 
@@ -507,6 +526,10 @@ class _Lines:
                 yield line + b"\n"
         if rest:
             yield rest
+
+
+def report_blob(run_id: str) -> str:
+    return f"runs/{run_id}/rejects.csv"
 
 
 def removal_blob(run_id: str, index: int) -> str:

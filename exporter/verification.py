@@ -42,7 +42,13 @@ from exporter.fields import mapped_custom_fields, resolve_custom_fields
 from exporter.ledger import BatchRecord, RunRecord, set_fields
 from exporter.list_export import read_export
 from exporter.mapping import CustomField, field_spec
-from exporter.messages import LIST_CHECKS, ListCheck
+from exporter.messages import (
+    LIST_CHECKS,
+    POISON_SUFFIX,
+    ListCheck,
+    log_dropped,
+    log_handler_failed,
+)
 from exporter.planning import plan
 from exporter.reporting import differences
 from exporter.sendgrid import (
@@ -131,11 +137,20 @@ def ensure_progress(svc: Services, run: RunRecord) -> None:
 
 def list_check_poisoned(svc: Services, message: ListCheck) -> None:
     """Every attempt at a look failed (not SendGrid: the host's logs say why): the run ends
-    unverified rather than waiting forever."""
-    run = svc.ledger.get_run(message.run_id)
-    if run is None or run.final or message.look != run.looks:
-        return
-    _give_up(svc, run, message, "the look at the list failed on every attempt (see the logs)")
+    unverified rather than waiting forever. Never raises: a message naming a run that does
+    not exist is logged and dropped, a stale one (the run ended, or took another look since)
+    changes nothing, and a failure of this handler is logged."""
+    queue = LIST_CHECKS + POISON_SUFFIX
+    try:
+        run = svc.ledger.get_run(message.run_id)
+        if run is None:
+            log_dropped(queue, f"run {message.run_id} does not exist", message.encode())
+            return
+        if run.final or message.look != run.looks:
+            return
+        _give_up(svc, run, message, "the look at the list failed on every attempt (see the logs)")
+    except Exception as exc:
+        log_handler_failed(queue, exc, message.encode())
 
 
 # --- the steps of a look ---------------------------------------------------------------------

@@ -26,6 +26,11 @@ param refreshSchedule string = '0 0 2 * * *'
 @description('Where the app talks to SendGrid: app setting SENDGRID_API_BASE_URL.')
 param sendgridApiBaseUrl string = 'https://api.sendgrid.com'
 
+@description('Days a run\'s reject report is kept (row numbers and reasons, no profile values); the app deletes older ones and a storage lifecycle rule does too.')
+@minValue(1)
+@maxValue(3650)
+param rejectReportRetentionDays int = 30
+
 @description('Memory of each function app instance, in MB.')
 @allowed([
   512
@@ -84,6 +89,7 @@ module storage 'app/storage.bicep' = {
     location: location
     tags: tags
     appPrincipalId: identity.outputs.principalId
+    rejectReportRetentionDays: rejectReportRetentionDays
   }
 }
 
@@ -113,6 +119,7 @@ module functionApp 'app/function.bicep' = {
     deploymentContainerName: storage.outputs.deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     keyVaultUri: vault.outputs.uri
+    rejectReportRetentionDays: rejectReportRetentionDays
     refreshSchedule: refreshSchedule
     sendgridApiBaseUrl: sendgridApiBaseUrl
     instanceMemoryMB: instanceMemoryMB

@@ -2,8 +2,9 @@
 
 Each trigger reads its route, query and body, calls one function of `exporter.admin` (the same
 code as the CLI), and answers JSON. Errors map to statuses by type: 400 invalid input (with the
-validation message), 404 unknown, 409 conflict, 502 SendGrid refused the key or list, 503
-SendGrid unreachable or rate limited (try again).
+validation message), 404 unknown, 409 conflict, 413 a body over `admin.MAX_BODY_BYTES` (refused
+by its Content-Length, or by its size, before it is parsed), 502 SendGrid refused the key or
+list, 503 SendGrid unreachable or rate limited, or a removal interrupted (try again).
 """
 
 from __future__ import annotations
@@ -83,9 +84,20 @@ def _name(req: func.HttpRequest) -> str:
     return str(req.route_params["name"])
 
 
+def _body(req: func.HttpRequest) -> bytes:
+    """The request's body, at most `admin.MAX_BODY_BYTES`: a larger one is refused by its
+    declared length before it is read, and by its size before it is parsed."""
+    declared = (req.headers.get("Content-Length") or "").strip()
+    if declared.isdigit():
+        admin.check_size(int(declared))
+    body = req.get_body() or b""
+    admin.check_size(len(body))
+    return body
+
+
 def _put_destination(req: func.HttpRequest) -> Answer:
     name = _name(req)
-    request = admin.parse(admin.DestinationRequest, req.get_body())
+    request = admin.parse(admin.DestinationRequest, _body(req))
     if request.name not in (None, name):
         raise InputError(f"the body names destination {request.name!r}, the URL {name!r}")
     saved = admin.save_destination(services(), request.model_copy(update={"name": name}))
@@ -104,7 +116,7 @@ def _test_destination(req: func.HttpRequest) -> Answer:
 
 
 def _export(req: func.HttpRequest) -> Answer:
-    body = admin.parse(admin.ExportBody, req.get_body())
+    body = admin.parse(admin.ExportBody, _body(req))
     exported = admin.export_now(services(), _name(req), body, trigger="api")
     answer = exported.as_json()
     for run in answer["runs"]:
@@ -133,6 +145,8 @@ def _answer(action: Callable[[], Answer]) -> func.HttpResponse:
         status, body = 404, _error(exc)
     except admin.ConflictError as exc:
         status, body = 409, _error(exc)
+    except admin.TooLarge as exc:
+        status, body = 413, _error(exc)
     except InputError as exc:
         status, body = 400, _error(exc)
     except admin.SendGridRefused as exc:
@@ -142,6 +156,9 @@ def _answer(action: Callable[[], Answer]) -> func.HttpResponse:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     except TransientError as exc:
         status, body = 503, _error(exc)
+    except admin.RemovalIncomplete as exc:
+        status, body = 503, _error(exc)
+        headers["Retry-After"] = "5"
     if status >= 400:
         log.info("api answered %s: %s", status, body.get("error", ""))
     return func.HttpResponse(

@@ -1,10 +1,13 @@
 """Queue triggers: plan a run, send a batch, follow an import job, look at a run's list; and
 their poison queues.
 
+Every message is decoded defensively (`receive`): one that cannot be decoded (not JSON, a field
+missing or out of range, an over-long id) is recorded in the log and dropped, never retried.
 SendGrid's failures are retried by the steps themselves (the message again, with a delay); any
 other error propagates, so the host retries the message (its dequeue count); after
 `maxDequeueCount` failures the host moves it to `<queue>-poison`, where the poison handlers
-record on the run which step failed and why.
+record on the run which step failed and why. A poison handler never fails (`poisoned`): a
+message naming a run or batch that does not exist is logged and dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from exporter import runs, sending, verification
-from exporter.functions import services
+from exporter.functions import poisoned, receive, services
 from exporter.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
@@ -23,7 +26,6 @@ from exporter.messages import (
     ExportRequest,
     JobCheck,
     ListCheck,
-    decode,
 )
 
 bp = func.Blueprint()
@@ -32,39 +34,47 @@ CONNECTION = "AzureWebJobsStorage"
 
 @bp.queue_trigger(arg_name="msg", queue_name=EXPORT_REQUESTS, connection=CONNECTION)
 def plan_run(msg: func.QueueMessage) -> None:
-    runs.plan_run(services(), decode(ExportRequest, msg.get_body()))
+    request = receive(EXPORT_REQUESTS, ExportRequest, msg)
+    if request is not None:
+        runs.plan_run(services(), request)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=CONTACT_BATCHES, connection=CONNECTION)
 def send_batch(msg: func.QueueMessage) -> None:
-    sending.send_batch(services(), decode(BatchMessage, msg.get_body()))
+    message = receive(CONTACT_BATCHES, BatchMessage, msg)
+    if message is not None:
+        sending.send_batch(services(), message)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=IMPORT_JOBS, connection=CONNECTION)
 def follow_job(msg: func.QueueMessage) -> None:
-    sending.follow_job(services(), decode(JobCheck, msg.get_body()))
+    check = receive(IMPORT_JOBS, JobCheck, msg)
+    if check is not None:
+        sending.follow_job(services(), check)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=LIST_CHECKS, connection=CONNECTION)
 def check_list(msg: func.QueueMessage) -> None:
-    verification.check_list(services(), decode(ListCheck, msg.get_body()))
+    look = receive(LIST_CHECKS, ListCheck, msg)
+    if look is not None:
+        verification.check_list(services(), look)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=EXPORT_REQUESTS + POISON_SUFFIX, connection=CONNECTION)
 def plan_run_poisoned(msg: func.QueueMessage) -> None:
-    runs.request_poisoned(services(), decode(ExportRequest, msg.get_body()))
+    poisoned(EXPORT_REQUESTS + POISON_SUFFIX, ExportRequest, msg, runs.request_poisoned)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=CONTACT_BATCHES + POISON_SUFFIX, connection=CONNECTION)
 def send_batch_poisoned(msg: func.QueueMessage) -> None:
-    runs.batch_poisoned(services(), decode(BatchMessage, msg.get_body()))
+    poisoned(CONTACT_BATCHES + POISON_SUFFIX, BatchMessage, msg, runs.batch_poisoned)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=IMPORT_JOBS + POISON_SUFFIX, connection=CONNECTION)
 def follow_job_poisoned(msg: func.QueueMessage) -> None:
-    runs.job_poisoned(services(), decode(JobCheck, msg.get_body()))
+    poisoned(IMPORT_JOBS + POISON_SUFFIX, JobCheck, msg, runs.job_poisoned)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=LIST_CHECKS + POISON_SUFFIX, connection=CONNECTION)
 def check_list_poisoned(msg: func.QueueMessage) -> None:
-    verification.list_check_poisoned(services(), decode(ListCheck, msg.get_body()))
+    poisoned(LIST_CHECKS + POISON_SUFFIX, ListCheck, msg, verification.list_check_poisoned)

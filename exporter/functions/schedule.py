@@ -1,10 +1,11 @@
-"""Timer trigger: re-export the latest snapshot of every selected segment on a schedule."""
+"""Timer trigger: re-export the latest snapshot of every selected segment on a schedule, and
+delete reject reports past their retention."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from exporter import runs
+from exporter import retention, runs
 from exporter.functions import services
 
 bp = func.Blueprint()
@@ -12,4 +13,6 @@ bp = func.Blueprint()
 
 @bp.timer_trigger(arg_name="timer", schedule="%REFRESH_SCHEDULE%", run_on_startup=False)
 def refresh(timer: func.TimerRequest) -> None:
-    runs.refresh(services())
+    svc = services()
+    runs.refresh(svc)
+    retention.sweep(svc)

@@ -1,6 +1,7 @@
 """Blob trigger: a snapshot file arrived under `segments/<segment>/`, or a CDM folder's
 model.json anywhere below `segments/`; and the delayed looks at a CDM folder still waiting for
-its partitions (queue `cdm-manifests`).
+its partitions (queue `cdm-manifests`; a message that cannot be decoded is logged and dropped,
+and the poison handler never fails).
 
 Bound to a `BlobClient` (SDK type binding), not to the content: the host would otherwise read
 the whole snapshot into memory. Only the blob's properties are read here; planning streams it.
@@ -16,8 +17,8 @@ import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
 from exporter import runs
-from exporter.functions import services
-from exporter.messages import CDM_MANIFESTS, POISON_SUFFIX, ManifestCheck, decode
+from exporter.functions import poisoned, receive, services
+from exporter.messages import CDM_MANIFESTS, POISON_SUFFIX, ManifestCheck
 from exporter.storage import SnapshotVersion, is_snapshot_blob
 
 bp = func.Blueprint()
@@ -44,11 +45,13 @@ def snapshot_arrived(client: blob.BlobClient) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=CDM_MANIFESTS, connection="AzureWebJobsStorage")
 def manifest_recheck(msg: func.QueueMessage) -> None:
-    runs.check_manifest(services(), decode(ManifestCheck, msg.get_body()))
+    check = receive(CDM_MANIFESTS, ManifestCheck, msg)  # one that cannot be decoded: dropped
+    if check is not None:
+        runs.check_manifest(services(), check)
 
 
 @bp.queue_trigger(
     arg_name="msg", queue_name=CDM_MANIFESTS + POISON_SUFFIX, connection="AzureWebJobsStorage"
 )
 def manifest_recheck_poisoned(msg: func.QueueMessage) -> None:
-    runs.manifest_poisoned(services(), decode(ManifestCheck, msg.get_body()))
+    poisoned(CDM_MANIFESTS + POISON_SUFFIX, ManifestCheck, msg, runs.manifest_poisoned)

@@ -17,6 +17,7 @@ param deploymentContainerName string
 param applicationInsightsConnectionString string
 param keyVaultUri string
 param refreshSchedule string
+param rejectReportRetentionDays int
 param sendgridApiBaseUrl string
 param instanceMemoryMB int
 param maximumInstanceCount int
@@ -85,6 +86,7 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'AZURE_CLIENT_ID', value: identityClientId }
         { name: 'SENDGRID_API_BASE_URL', value: sendgridApiBaseUrl }
         { name: 'REFRESH_SCHEDULE', value: refreshSchedule }
+        { name: 'REJECT_REPORT_RETENTION_DAYS', value: string(rejectReportRetentionDays) }
         // Two malloc arenas, not eight per core: memory one worker thread frees is reused by
         // the next (1M-profile benchmark: host peak 213-251 MB with 2, 266-286 MB without).
         { name: 'MALLOC_ARENA_MAX', value: '2' }

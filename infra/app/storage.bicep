@@ -10,6 +10,9 @@ param tags object
 @description('Principal id of the app\'s managed identity.')
 param appPrincipalId string
 
+@description('Days a run\'s reject report is kept (the app setting REJECT_REPORT_RETENTION_DAYS).')
+param rejectReportRetentionDays int = 30
+
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
 var containerNames = [
@@ -100,6 +103,42 @@ resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@
   name: deadLetterContainerName
   properties: {
     publicAccess: 'None'
+  }
+}
+
+// Retention: a run's contact data is deleted by the app when the run ends; what stays under
+// exporter/runs/ (reject reports: row numbers and reasons, no profile values) goes after
+// rejectReportRetentionDays, here as in the app's own daily sweep.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          enabled: true
+          name: 'run-reports'
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                'exporter/runs/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: rejectReportRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
   }
 }
 

@@ -303,3 +303,43 @@ def test_remove_stops_a_queued_run_the_planner_never_plans_it(admin: Admin) -> N
     history = json.loads(admin.ok("runs", "list", "--destination", "cli-r", "--json"))
     assert {r["run_id"] for r in history} == {done, queued}
     error_line(admin.run("destinations", "show", "cli-r"), 2, "no destination")
+
+
+def refused_tokens(admin: Admin) -> int:
+    """Requests the sandbox answered 401 (it takes KEY only: any other bearer token)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{admin.stack.sandbox_url}/__sandbox/requests") as answer:
+        counts: dict[str, int] = json.load(answer)
+    return sum(n for k, n in counts.items() if k.endswith(" 401"))
+
+
+def test_add_names_only_sendgrid_keys_and_remove_finishes_a_half_done_removal(
+    admin: Admin,
+) -> None:
+    before = refused_tokens(admin)
+    flags = ("--segment", "cli-steal", "--list-name", "CLI steal", "--consent-by", "ops")
+    unset = error_line(
+        admin.run(
+            "destinations", "add", "cli-steal", "--api-key-secret", "SENDGRID_KEY_NOPE", *flags
+        ),
+        2,
+        "api_key_secret: no SendGrid key is available under the name 'SENDGRID_KEY_NOPE'",
+    )
+    for name in ("AzureWebJobsStorage", "PATH"):
+        line = error_line(
+            admin.run("destinations", "add", "cli-steal", "--api-key-secret", name, *flags), 2
+        )
+        assert line == unset.replace("'SENDGRID_KEY_NOPE'", repr(name))
+    assert refused_tokens(admin) == before  # nothing but the key went to SendGrid
+
+    admin.drop("cli-half", "001.csv", people(5))
+    assert add(admin, "cli-half", "--list-name", "CLI half", "--consent-by", "ops").returncode == 0
+    admin.ok("export", "--destination", "cli-half", "--wait")
+    assert list(admin.storage.app.list_blobs(name_starts_with="state/cli-half/"))
+    # A removal that stopped after its first step: the document is gone, the rest is left.
+    admin.storage.app.delete_blob("destinations/cli-half.json")
+    out = admin.ok("destinations", "remove", "cli-half", "--yes")
+    assert "removed (its document was gone already)" in out, out
+    assert not list(admin.storage.app.list_blobs(name_starts_with="state/cli-half/"))
+    error_line(admin.run("destinations", "remove", "cli-never", "--yes"), 2, "no destination")

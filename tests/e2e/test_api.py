@@ -1,5 +1,6 @@
 """End to end: the HTTP API over real HTTP against the local Functions host, Azurite and the
-SendGrid sandbox (which accepts one API key only, so a wrong key is refused as SendGrid would).
+SendGrid sandbox (which accepts one API key only, so a wrong key is refused as SendGrid would,
+and any other value sent as a bearer token shows as a 401 in its request counts).
 
 One stack serves the module; each test uses its own destinations and segments.
 """
@@ -7,6 +8,7 @@ One stack serves the module; each test uses its own destinations and segments.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import time
@@ -20,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ServiceRequestError
 
+from exporter import admin
 from exporter.destinations import Consent, Destination
+from exporter.ledger import RunRecord
 from exporter.local.stack import Stack
 from exporter.runs import Services
-from exporter.sendgrid import SendGridClient
+from exporter.secrets import key_unavailable
+from exporter.sendgrid import SendGridClient, Unauthorized
 from exporter.settings import SendGridSettings
 from exporter.storage import SnapshotVersion, Storage
 from tests.support.stack import drop_seen
@@ -118,6 +124,37 @@ class Api:
     def blobs(self, prefix: str) -> list[str]:
         return [b.name for b in self.storage.app.list_blobs(name_starts_with=prefix)]
 
+    def refused_tokens(self) -> int:
+        """Requests the sandbox answered 401: it accepts KEY only, so this counts every request
+        that carried any other bearer token (or none)."""
+        url = f"{self.stack.sandbox_url}/__sandbox/requests"
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            counts: dict[str, int] = json.load(answer)
+        return sum(n for k, n in counts.items() if k.endswith(" 401"))
+
+    def store_document(self, name: str, **values: Any) -> None:
+        """A destination document written straight into storage, past the API's checks."""
+        document = {
+            "name": name,
+            "display_name": name,
+            "list_id": "7d3f9a2e-1111-4222-8333-444455556666",
+            "api_key_secret": SECRET,
+            "segments": [name],
+            "consent": {"accepted_by": "dpo", "accepted_at": "2026-11-01T09:00:00Z"},
+        } | values
+        self.storage.app.upload_blob(
+            f"destinations/{name}.json", json.dumps(document).encode(), overwrite=True
+        )
+
+    def leftover_run(self, destination: str, segment: str, n: int) -> str:
+        """An unfinished run in the ledger, its request never delivered (as a removal that
+        stopped half way may leave one)."""
+        run_id = f"20260101T0000{n:02d}-{hashlib.sha256(destination.encode()).hexdigest()[:12]}"
+        self.svc.ledger.create_run(
+            RunRecord(run_id, destination, segment, f"{segment}/x.csv", '"0x1"', "api")
+        )
+        return run_id
+
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
@@ -125,6 +162,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     settings = {
         SECRET: KEY,
         "SENDGRID_KEY_WRONG": "SG.not-the-key",
+        "SENDGRID_KEY_NOT_A_KEY": "DefaultEndpointsProtocol=http;AccountName=notakey",
         "LOCAL_FUNCTION_KEY": FUNCTION_KEY,
         "MAX_BATCH_CONTACTS": "20",
     }
@@ -232,7 +270,7 @@ BAD_PUTS: list[tuple[str, dict[str, Any], str]] = [
         "not both",
     ),
     ("no-list", {}, "list_id or list_name is required"),
-    ("bad-list-id", {"list_id": "nope"}, "list_id: Value error, must be a SendGrid list id"),
+    ("bad-list-id", {"list_id": "nope"}, "list_id: must be a SendGrid list id"),
     ("key-not-ref", {"list_name": "x", "api_key_secret": "SG.abc"}, "never the key itself"),
     ("unknown-field", {"list_name": "x", "colour": "red"}, "colour: Extra inputs"),
     (
@@ -246,7 +284,27 @@ BAD_PUTS: list[tuple[str, dict[str, Any], str]] = [
         {"list_name": "x", "consent": {"accepted_by": "a", "accepted_at": "2099-01-01T00:00:00Z"}},
         "in the future",
     ),
-    ("missing-secret", {"list_name": "x", "api_key_secret": "NOT_SET_ANYWHERE"}, "is not set"),
+    (
+        "missing-secret",
+        {"list_name": "x", "api_key_secret": "NOT_SET_ANYWHERE"},
+        "api_key_secret: no SendGrid key is available under the name 'NOT_SET_ANYWHERE'",
+    ),
+    (
+        "unset-secret",
+        {"list_name": "x", "api_key_secret": "SENDGRID_KEY_NOT_SET"},
+        "api_key_secret: no SendGrid key is available under the name 'SENDGRID_KEY_NOT_SET'",
+    ),
+    *[
+        (f"segment-{i}", {"list_name": "x", "segments": [bad]}, "segments: invalid segment name")
+        for i, bad in enumerate(["..", "a#b", "a?b", "a\\b", "a/b", "x" * 5000])
+    ],
+    (
+        "many-fields",
+        {"list_name": "x", "mapping": {f"custom:f{i}": "C" for i in range(601)}},
+        "mapping: at most 600 entries (601 given)",
+    ),
+    ("string-bool", {"list_name": "x", "create_missing_fields": "yes"}, "create_missing_fields"),
+    ("string-int", {"list_name": "x", "profile_cap": "10"}, "profile_cap: Input should be"),
 ]
 
 
@@ -408,6 +466,9 @@ def test_export_refuses_what_it_cannot_do(api: Api) -> None:
         ({"snapshot": "api-refuse/nothing.csv"}, 404, "no snapshot segments/api-refuse/nothing"),
         ({"snapshot": "api-refuse"}, 400, "<segment>/<file>"),
         ({"full_refresh": "maybe"}, 400, "full_refresh"),
+        ({"full_refresh": "yes"}, 400, "full_refresh: Input should be a valid boolean"),
+        ({"verify": 1}, 400, "verify: Input should be a valid boolean"),
+        ({"snapshot": "a#b/001.csv"}, 400, "its segment is not a segment name"),
         ({"force": True}, 400, "force: Extra inputs"),
     ]
     for body, status, words in cases:
@@ -526,3 +587,141 @@ def test_removing_stops_queued_batches_at_once_and_forgets_the_synced_state(api:
     (again,) = api.export("api-gone", snapshot=first.name)
     run = api.wait(again)
     assert (run["state"], run["sent"], run["unchanged"]) == ("succeeded", 40, 0), run
+
+
+# --- only SendGrid keys reach SendGrid; bounded bodies; removals that finish ------------------
+
+OTHER_SETTINGS = [
+    "AzureWebJobsStorage",
+    "LOCAL_FUNCTION_KEY",
+    "PATH",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "SENDGRID_API_BASE_URL",
+]
+
+
+def test_no_other_setting_can_be_sent_to_sendgrid_as_the_key(api: Api) -> None:
+    """A function-key holder names the storage connection string, the function key and other
+    settings as a destination's key: refused with the answer an unset name gets, and no value
+    but the SendGrid key ever reaches SendGrid (the sandbox takes KEY only: anything else
+    would be a 401)."""
+    refused_before = api.refused_tokens()
+    # The counter works: a request with another token is one more 401.
+    with pytest.raises(Unauthorized):
+        list(SendGridClient("SG.other", SendGridSettings(base_url=api.stack.sandbox_url)).lists())
+    assert api.refused_tokens() == refused_before + 1
+
+    status, unset = api.put("api-steal", list_name="API steal", api_key_secret="SENDGRID_KEY_NOPE")
+    assert status == 400, unset
+    for name in OTHER_SETTINGS:
+        status, body = api.put("api-steal", list_name="API steal", api_key_secret=name)
+        assert status == 400, (name, body)
+        # Word for word what a name with nothing stored under it gets.
+        assert body["error"] == unset["error"].replace("'SENDGRID_KEY_NOPE'", repr(name))
+        assert body["error"] == f"invalid destination: api_key_secret: {key_unavailable(name)}"
+    # A key's name holding something else: refused, and not sent either.
+    status, body = api.put(
+        "api-steal", list_name="API steal", api_key_secret="SENDGRID_KEY_NOT_A_KEY"
+    )
+    assert status == 400 and "does not hold a SendGrid API key" in body["error"], body
+    assert "AccountName" not in body["error"]
+    assert api.call("GET", "/destinations/api-steal")[0] == 404
+    assert api.client.find_list("API steal") is None
+
+    # A document written past the API (by hand, or before the rule): its key test and its
+    # runs fail with the same words; nothing is sent.
+    list_id = api.client.create_list("API steal stored").id
+    api.store_document("api-steal-doc", list_id=list_id, api_key_secret="AzureWebJobsStorage")
+    status, report = api.call("POST", "/destinations/api-steal-doc/test")
+    assert status == 502, report
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["api_key"]["detail"] == str(key_unavailable("AzureWebJobsStorage"))
+    api.drop("api-steal-doc", "001.csv", range(5))
+    (run_id,) = api.export("api-steal-doc")
+    run = api.wait(run_id)
+    assert run["state"] == "failed", run
+    assert str(key_unavailable("AzureWebJobsStorage")) in run["error"]
+    assert api.members(list_id) == set()
+
+    assert api.refused_tokens() == refused_before + 1  # only the counter's own check
+    assert api.call("DELETE", "/destinations/api-steal-doc")[0] == 200
+
+
+def test_an_oversized_body_is_refused_with_413_before_it_is_parsed(api: Api) -> None:
+    body = json.dumps({"list_name": "x", "display_name": "d" * (300 << 10)}).encode()
+    status, answer = api.call("PUT", "/destinations/api-huge", raw=body)
+    assert status == 413, answer
+    assert "at most 262,144 are accepted" in answer["error"]
+    status, answer = api.call("POST", "/destinations/api-huge/exports", raw=b" " * (300 << 10))
+    assert status == 413, answer
+    assert api.call("GET", "/destinations/api-huge")[0] == 404
+
+
+def test_removing_odd_segments_stored_by_hand_answers_200_and_repeats(api: Api) -> None:
+    odd = ["a#b", "x" * 5000, "..", "a?b", "a\\b", "ok"]
+    api.store_document("api-odd", segments=odd)
+    runs = [api.leftover_run("api-odd", segment, n) for n, segment in enumerate(odd[:3])]
+    assert api.call("GET", "/destinations/api-odd")[0] == 200  # a stored one still loads
+
+    status, removal = api.call("DELETE", "/destinations/api-odd")
+    assert status == 200, removal
+    assert removal["document_deleted"] is True
+    assert sorted(removal["stopped_runs"]) == sorted(runs)
+    for run_id in runs:
+        run = api.svc.ledger.get_run(run_id)
+        assert run is not None and run.state == "failed" and "removed" in run.error
+    assert api.call("GET", "/destinations/api-odd")[0] == 404
+
+    # Again: nothing left to do, done all the same.
+    status, again = api.call("DELETE", "/destinations/api-odd")
+    assert status == 200, again
+    assert (again["document_deleted"], again["stopped_runs"]) == (False, [])
+
+
+def test_a_removal_that_failed_half_way_is_finished_by_removing_again(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = api.drop("api-half", "001.csv", range(12))
+    status, body = api.put("api-half", list_name="API half")
+    assert status == 201, body
+    (done,) = api.export("api-half", snapshot=first.name)
+    assert api.wait(done)["state"] == "succeeded"
+    assert api.blobs("state/api-half/")
+    assert api.svc.ledger.get_slot("api-half", "api-half").synced_snapshot == first.name
+    leftover = api.leftover_run("api-half", "api-half", 1)
+
+    # Storage fails right after the document went: the removal stops, saying so.
+    def broken(*args: object) -> str:
+        raise ServiceRequestError("connection reset by peer")
+
+    monkeypatch.setattr(admin, "_stop", broken)
+    with pytest.raises(admin.RemovalIncomplete, match="stopping its unfinished runs") as raised:
+        admin.remove_destination(api.svc, "api-half")
+    assert "remove it again to finish" in str(raised.value)
+    monkeypatch.undo()
+    assert api.call("GET", "/destinations/api-half")[0] == 404  # the workers refuse it now
+    assert api.blobs("state/api-half/")  # the rest is left
+    run = api.svc.ledger.get_run(leftover)
+    assert run is not None and run.state == "queued"
+
+    # The same removal again, through the API, finishes it from the ledger.
+    status, removal = api.call("DELETE", "/destinations/api-half")
+    assert status == 200, removal
+    assert removal["document_deleted"] is False
+    assert removal["stopped_runs"] == [leftover]
+    assert removal["state_blobs_deleted"] >= 2
+    run = api.svc.ledger.get_run(leftover)
+    assert run is not None and run.state == "failed"
+    assert api.blobs("state/api-half/") == []
+    slot = api.svc.ledger.get_slot("api-half", "api-half")
+    assert (slot.synced_snapshot, slot.synced_time) == ("", None)
+
+    status, again = api.call("DELETE", "/destinations/api-half")
+    assert status == 200, again
+    assert (again["stopped_runs"], again["state_blobs_deleted"]) == ([], 0)
+
+    # Added again, it starts from nothing: everyone is sent.
+    assert api.put("api-half", list_name="API half")[0] == 201
+    (again_id,) = api.export("api-half", snapshot=first.name)
+    run_json = api.wait(again_id)
+    assert (run_json["state"], run_json["sent"], run_json["unchanged"]) == ("succeeded", 12, 0)

@@ -3,11 +3,13 @@ entity (real Azurite, SendGrid sandbox and local Functions host, each a child pr
 
 The folders are written the way Customer Insights' export to Azure Blob Storage writes them:
 headerless partitions under `<folder>/<Entity>/<yyyy>/<mm>/<dd>/<HHMM>/<Entity>_<n>.csv`, their
-URLs in `<folder>/model.json`, which comes last.
+URLs in `<folder>/model.json`, which comes last. A hostile model.json (a partition location that
+leaves `segments/` for the app's own container) fails its entity only.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.request
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 
 from exporter.destinations import Consent, Destination
 from exporter.ledger import RunRecord
@@ -75,6 +78,23 @@ class World:
         name = f"{folder}/model.json"
         self.storage.segments.upload_blob(name, doc)
         return name
+
+    def blob_poison(self) -> list[str]:
+        """The blobs the host gave up on (queue webjobs-blobtrigger-poison)."""
+        queue = self.storage.queues.get_queue_client("webjobs-blobtrigger-poison")
+        try:
+            found = queue.peek_messages(max_messages=32)
+        except ResourceNotFoundError:
+            return []
+        return [json.loads(base64.b64decode(m.content))["BlobName"] for m in found]
+
+    def waiting(self, queue: str) -> int:
+        """Messages in a queue, visible or not (0 when the queue does not exist)."""
+        try:
+            props = self.storage.queues.get_queue_client(queue).get_queue_properties()
+        except ResourceNotFoundError:
+            return 0
+        return int(props.approximate_message_count or 0)
 
     def runs(self, destination: str) -> list[RunRecord]:
         return self.svc.ledger.runs(destination)
@@ -156,3 +176,80 @@ def test_a_manifest_before_its_second_partition_is_exported_once_it_arrives(
     assert run.state == "succeeded", run.error
     assert (run.rows, run.valid, run.sent) == (75, 75, 75)
     assert world.members(list_id) == {email("Reactivated", i) for i in range(75)}
+
+
+ESCAPES = {
+    # from the security review: out of segments/ into the app's own container `exporter`
+    "dot-dot": "{segments}/../exporter/destinations/{destination}.json",
+    "percent-encoded": "{segments}/%2e%2e/exporter/destinations/{destination}.json",
+}
+
+
+@pytest.mark.parametrize("escape", list(ESCAPES.values()), ids=list(ESCAPES))
+def test_an_entity_whose_partition_leaves_segments_fails_and_the_other_is_exported(
+    world: World, escape: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    folder = f"ci-{tag}/BlobExport"
+    good, bad = f"Good{tag}", f"Escaping{tag}"
+    good_list = world.destination(f"good-{tag}", good)
+    bad_list = world.destination(f"bad-{tag}", bad)
+    good_blobs = [
+        world.partition(folder, good, 1, range(40)),
+        world.partition(folder, good, 2, range(40, 70)),
+    ]
+    # two rows of the good entity are not valid: they are rejected, never sent
+    bad_rows = b"c900,not-an-email,Bad,City0\r\nc901,,NoEmail,City1\r\n"
+    world.storage.segments.upload_blob(f"{folder}/{good}/2026/11/24/1433/{good}_3.csv", bad_rows)
+    good_blobs.append(f"{folder}/{good}/2026/11/24/1433/{good}_3.csv")
+    bad_blobs = [world.partition(folder, bad, 1, range(10)), f"{folder}/{bad}/x/{bad}_2.csv"]
+    doc = json.loads(
+        model_json(
+            {bad: bad_blobs, good: good_blobs},
+            attributes=ATTRIBUTES,
+            base=world.storage.segments.url,
+            encoding="UTF-8",
+        )
+    )
+    location = escape.format(segments=world.storage.segments.url, destination=f"good-{tag}")
+    doc["entities"][0]["partitions"][1]["location"] = location
+    manifest = f"{folder}/model.json"
+    world.storage.segments.upload_blob(manifest, json.dumps(doc).encode())  # last
+
+    failed = world.wait_for_run(f"bad-{tag}")
+    assert failed.state == "failed" and failed.segment == bad
+    assert f"partition '{bad}_2'" in failed.error  # names the partition
+    assert "it holds a '..' segment" in failed.error and "it was not read" in failed.error
+    assert world.members(bad_list) == set()
+
+    exported = world.wait_for_run(f"good-{tag}")
+    assert exported.state == "succeeded", exported.error
+    assert (exported.segment, exported.snapshot) == (good, f"{manifest}#{good}")
+    assert (exported.rows, exported.valid, exported.rejected) == (72, 70, 2)
+    assert world.members(good_list) == {email(good, i) for i in range(70)}  # exactly the valid
+
+    assert manifest not in world.blob_poison()  # the model.json was handled, first time
+    host = world.stack.host.output() if world.stack.host else ""
+    assert "'Functions.snapshot_arrived' (Failed" not in host
+
+
+def test_hostile_messages_on_the_cdm_queues_are_dropped_not_poisoned(world: World) -> None:
+    bodies = [
+        "not JSON",
+        json.dumps({"manifest": "ci/../exporter/state/model.json", "etag": "e"}),
+        json.dumps({"manifest": "ci/model.json", "etag": "e", "written_at": "x" * 40_000}),
+    ]
+    for queue in ("cdm-manifests", "cdm-manifests-poison"):
+        for body in bodies:
+            world.storage.queue(queue).send_message(body)
+    queues = ("cdm-manifests", "cdm-manifests-poison", "cdm-manifests-poison-poison")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        left = {q: world.waiting(q) for q in queues}
+        if not any(left.values()):
+            break
+        time.sleep(0.5)
+    assert left == dict.fromkeys(queues, 0)  # each taken once, and deleted: no retry, no poison
+    host = world.stack.host.output() if world.stack.host else ""
+    assert host.count("queue message dropped: queue=cdm-manifests reason=") >= 3
+    assert host.count("queue message dropped: queue=cdm-manifests-poison reason=") >= 3

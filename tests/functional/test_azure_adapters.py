@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -87,7 +88,7 @@ def test_batches_and_runs_round_trip(ledger: TableRunLedger) -> None:
 
 
 def test_queue_messages_are_base64_json_as_the_host_expects(storage: Storage, azurite) -> None:
-    storage.send("contact-batches", BatchMessage(run_id="r", batch=3))
+    storage.send("contact-batches", BatchMessage(run_id="20261124T101500-1f2e3d4c5b6a", batch=3))
     raw = storage.queues.get_queue_client("contact-batches").receive_message()
     assert raw is not None
     assert decode(BatchMessage, base64.b64decode(raw.content)).batch == 3
@@ -112,8 +113,19 @@ def test_batch_blobs_and_reports(storage: Storage) -> None:
     run_id = unique_name("run")
     storage.write_batch(run_id, 0, '[{"email":"a@b.co","first_name":"Zoë"}]')
     assert json.loads(storage.read_batch(run_id, 0))[0]["first_name"] == "Zoë"
-    storage.delete_run_blobs(run_id)
-    assert not list(storage.app.list_blobs(name_starts_with=f"runs/{run_id}/batches/"))
+    storage.write_removals(run_id, 0, ["gone@b.co"])
+    storage.put_run_file(run_id, "verify/extra", b"x@b.co\n")
+    report = storage.write_report(run_id, io.BytesIO(b"row,line,reason\n"))
+    storage.delete_run_blobs(run_id)  # the run ended: its contact data goes, the report stays
+    left = [b.name for b in storage.app.list_blobs(name_starts_with=f"runs/{run_id}/")]
+    assert left == [report] == [f"runs/{run_id}/rejects.csv"]
+
+    written = datetime.now(UTC)
+    assert run_id not in set(storage.reports_older_than(written - timedelta(minutes=5)))
+    assert run_id in set(storage.reports_older_than(written + timedelta(minutes=5)))
+    storage.delete_report(run_id)
+    storage.delete_report(run_id)  # again: nothing to do, no error
+    assert not list(storage.app.list_blobs(name_starts_with=f"runs/{run_id}/"))
 
 
 def test_destinations_round_trip_in_blobs(storage: Storage) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.core.exceptions import ResourceModifiedError
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 
 from exporter import cdm, runs
 from exporter.destinations import Consent, Destination
@@ -74,7 +74,7 @@ class World(FlowWorld):
                 "name": name,
                 "display_name": name,
                 "list_id": list_id,
-                "api_key_secret": "SG_KEY",
+                "api_key_secret": "SENDGRID_KEY_FLOW",
                 "segments": [segment],
                 "consent": CONSENT,
             }
@@ -226,6 +226,110 @@ def test_an_entity_that_cannot_be_exported_fails_its_runs_only(world: World) -> 
     assert len(world.runs_of("winback")) == 1
 
 
+ESCAPES = {
+    "dot-dot": f"{AZURITE}/../exporter/state/marketing/HighValue/list/index",
+    "encoded": f"{AZURITE}/%2e%2e/exporter/state/marketing/HighValue/list/index",
+    "twice-encoded": f"{AZURITE}/{FOLDER}/%252e%252e/%252e%252e/%252e%252e/exporter/x.csv",
+    "abfss": "abfss://segments@devstoreaccount1.dfs.core.windows.net/../exporter/state/x",
+    "backslash": f"{AZURITE}/{FOLDER}/Escaping%5C..%5C..%5C..%5Cexporter%5Cx.csv",
+    "other-folder": f"{AZURITE}/loyal/2026-11-24.csv",
+}
+
+
+@pytest.mark.parametrize("location", list(ESCAPES.values()), ids=list(ESCAPES))
+def test_a_partition_that_would_leave_its_folder_fails_its_entity_only(
+    world: World, location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.destination("marketing", "HighValue")
+    world.destination("winback", "Escaping")
+    world.put("loyal/2026-11-24.csv", b"Email\nother@example.com\n")
+    world.put(partition_blob("HighValue", 1), rows(range(30)))
+    world.put(partition_blob("Escaping", 1), rows(range(100, 110)))
+    doc = json.loads(
+        model_json(
+            {
+                "Escaping": [partition_blob("Escaping", 1), partition_blob("Escaping", 2)],
+                "HighValue": [partition_blob("HighValue", 1)],
+            }
+        )
+    )
+    doc["entities"][0]["partitions"][1]["location"] = location
+    manifest = world.put(MANIFEST, json.dumps(doc).encode())
+    looked_up: list[str] = []
+    real = world.storage.snapshot_version
+
+    def head(name: str) -> SnapshotVersion | None:
+        looked_up.append(name)
+        return real(name)
+
+    monkeypatch.setattr(world.storage, "snapshot_version", head)
+
+    (run_id,) = runs.on_snapshot(world.svc, manifest)  # no error: the good entity goes on
+    world.pump()
+    assert set(looked_up) == {partition_blob("HighValue", 1)}  # never the escaping one
+    exported = world.ledger.get_run(run_id)
+    assert exported is not None and exported.segment == "HighValue"
+    assert (exported.state, exported.valid) == ("succeeded", 30)
+    assert world.members("marketing") == people(range(30))
+
+    (failed,) = world.runs_of("winback")
+    assert failed.state == "failed" and failed.segment == "Escaping"
+    assert f"entity 'Escaping' of {MANIFEST}: partition 'Escaping_2': location " in failed.error
+    assert "was not read" in failed.error or "outside the model.json's folder" in failed.error
+    assert world.members("winback") == set()
+    assert world.checks() == []  # refused, not waited for
+    assert all(not b.startswith(("cdm/Escaping", "state/winback")) for b in world.storage.blobs)
+    runs.on_snapshot(world.svc, manifest)  # the same model.json again: nothing new
+    assert len(world.runs_of("winback")) == 1
+
+
+def test_an_entity_named_dot_dot_makes_no_path_and_no_run(world: World) -> None:
+    world.destination("marketing", "HighValue")
+    world.put(partition_blob("HighValue", 1), rows(range(5)))
+    doc = json.loads(
+        model_json(
+            {"..": [partition_blob("HighValue", 1)], "HighValue": [partition_blob("HighValue", 1)]}
+        )
+    )
+    manifest = world.put(MANIFEST, json.dumps(doc).encode())
+    (run_id,) = runs.on_snapshot(world.svc, manifest)
+    world.pump()
+    run = world.ledger.get_run(run_id)
+    assert run is not None and (run.segment, run.state) == ("HighValue", "succeeded")
+    assert [r.segment for r in world.ledger.runs()] == ["HighValue"]
+    assert sorted(b for b in world.storage.blobs if not b.startswith("runs/")) == [
+        "cdm/HighValue.json",
+        *sorted(b for b in world.storage.blobs if b.startswith("state/marketing/HighValue/")),
+    ]
+
+
+def test_storage_refusing_one_entitys_partition_fails_that_entity_only(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.destination("marketing", "HighValue")
+    world.destination("winback", "Lapsed")
+    world.put(partition_blob("HighValue", 1), rows(range(10)))
+    world.put(partition_blob("Lapsed", 1), rows(range(10)))
+    blobs = {"Lapsed": [partition_blob("Lapsed", 1)], "HighValue": [partition_blob("HighValue", 1)]}
+    manifest = world.put(MANIFEST, model_json(blobs))
+    real = world.storage.snapshot_version
+
+    def head(name: str) -> SnapshotVersion | None:
+        if "Lapsed" in name:
+            refused = HttpResponseError(message="InvalidUri: the requested URI is not valid")
+            refused.status_code = 400
+            raise refused
+        return real(name)
+
+    monkeypatch.setattr(world.storage, "snapshot_version", head)
+    (run_id,) = runs.on_snapshot(world.svc, manifest)
+    world.pump()
+    assert world.ledger.get_run(run_id).state == "succeeded"  # type: ignore[union-attr]
+    (failed,) = world.runs_of("winback")
+    assert failed.state == "failed"
+    assert "partition 'Lapsed_1'" in failed.error and "storage answered 400" in failed.error
+
+
 def test_an_unreadable_manifest_is_logged_and_makes_no_run(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -239,7 +343,7 @@ def test_an_unreadable_manifest_is_logged_and_makes_no_run(
 
 def test_the_timer_re_exports_the_newest_entity_of_a_segment(world: World) -> None:
     world.destination("marketing", "HighValue")
-    newer_blobs = [partition_blob("HighValue", 1, "2026/11/25/0900")]
+    newer_blobs = [f"{FOLDER}-2/HighValue/2026/11/25/0900/HighValue_1.csv"]
     world.put(newer_blobs[0], rows(range(5)))
     older = world.folder()  # model.json written first...
     newer = world.put(f"{FOLDER}-2/model.json", model_json({"HighValue": newer_blobs}))

@@ -55,7 +55,7 @@ def exported(world: FlowWorld) -> tuple[RunRecord, bytes]:
                 "name": "marketing",
                 "display_name": "marketing",
                 "list_id": world.client.create_list("cdm rejects").id,
-                "api_key_secret": "SG_KEY",
+                "api_key_secret": "SENDGRID_KEY_FLOW",
                 "segments": ["HighValue"],
                 "consent": CONSENT,
             }

@@ -55,9 +55,6 @@ class World(ListWorld):
         found = self.sandbox.list_members(list_id or self.list_id)
         return {m["email"]: m.get("first_name", "") for m in found}
 
-    def requests(self, prefix: str) -> int:
-        return sum(n for k, n in self.sandbox.requests().items() if k.startswith(prefix))
-
 
 def expect(people: dict[int, str]) -> dict[str, str]:
     return {f"user{i}@example.com": n for i, n in people.items()}
@@ -208,12 +205,12 @@ def test_a_list_deleted_in_sendgrid_fails_the_next_run_before_anything_is_sent(
     world.destination()
     world.export(dict.fromkeys(range(10), "A"))
     world.client.delete_list(world.list_id)
-    puts = world.requests("PUT /v3/marketing/contacts")
+    puts = world.requests_to("PUT /v3/marketing/contacts")
     run = world.export(dict.fromkeys(range(10), "B"))
     assert run.state == "failed"
     assert f"SendGrid has no list {world.list_id}" in run.error
     assert (run.batches, run.state_committed) == (0, False)
-    assert world.requests("PUT /v3/marketing/contacts") == puts
+    assert world.requests_to("PUT /v3/marketing/contacts") == puts
 
 
 def ten_leave(world: World) -> BatchMessage:
@@ -240,7 +237,7 @@ def test_a_removal_resumes_after_a_rate_limit_without_searching_again(
         return real(self, list_id, ids)
 
     monkeypatch.setattr(SendGridClient, "remove_from_list", throttled)
-    searches = world.requests("POST /v3/marketing/contacts/search/emails")
+    searches = world.requests_to("POST /v3/marketing/contacts/search/emails")
     sending.send_batch(world.svc, message)
     batch = world.ledger.batches(message.run_id)[0]
     assert (batch.state, batch.searched, len(batch.contact_ids.split(","))) == ("queued", True, 10)
@@ -248,7 +245,7 @@ def test_a_removal_resumes_after_a_rate_limit_without_searching_again(
     assert again.delay == 1 and decode(BatchMessage, again.body).deferrals == 1
     sending.send_batch(world.svc, decode(BatchMessage, again.body))
     world.pump()
-    assert world.requests("POST /v3/marketing/contacts/search/emails") == searches + 1
+    assert world.requests_to("POST /v3/marketing/contacts/search/emails") == searches + 1
     assert calls[0] == calls[1]
     assert world.ledger.runs()[0].removed == 10
     assert world.members() == expect(dict.fromkeys(range(10), "A"))
@@ -376,4 +373,14 @@ def test_planning_waits_out_sendgrid_failures_then_gives_up_saying_why(world: Wo
     assert "GET /v3/marketing/lists/{id} (HTTP 500)" in run.error
     assert len(delays) == sending.MAX_RETRIES  # the request, then 7 tries after a wait
     assert delays[0] == 0 and 0 < delays[1] < delays[2] < delays[3]
-    assert (run.batches, world.requests("PUT /v3/marketing/contacts")) == (0, 0)
+    assert (run.batches, world.requests_to("PUT /v3/marketing/contacts")) == (0, 0)
+
+
+@pytest.mark.parametrize("name", ["a#b/x.csv", "a b/x.csv", "a\x07b/x.csv", f"{'s' * 64}/x.csv"])
+def test_a_snapshot_of_a_segment_name_no_destination_can_have_is_ignored(
+    world: World, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.destination()
+    version = world.storage.put_snapshot(name, csv_of(range(3)))
+    assert runs.on_snapshot(world.svc, version) == []  # no run, no exception (no retry loop)
+    assert "ignored" in caplog.text and world.ledger.runs() == []

@@ -288,12 +288,12 @@ def test_an_unreadable_file_fails_its_run_with_a_message(world: World) -> None:
 
 
 def test_a_missing_secret_fails_the_run_clearly(world: World) -> None:
-    world.destination(api_key_secret="MISSING_KEY")
+    world.destination(api_key_secret="SENDGRID_KEY_MISSING")
     runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.pump()
     run = world.only_run()
     assert run.state == "failed"
-    assert "the API key secret 'MISSING_KEY' is not set" in run.error
+    assert "no SendGrid key is available under the name 'SENDGRID_KEY_MISSING'" in run.error
 
 
 def test_a_refused_key_fails_the_batch_without_retrying() -> None:
@@ -628,7 +628,10 @@ def test_over_the_profile_cap_nothing_is_sent(world: World) -> None:
     world.pump()
     run = latest(world)
     assert run.state == "failed"
-    assert "51 valid profiles, over the cap of 50 set on destination 'marketing'" in run.error
+    assert (
+        "more than 50 valid profiles, over the cap of 50 set on destination 'marketing'"
+        in run.error
+    )
     assert upserted(world) == 0
     assert not [b for b in world.storage.blobs if "/batches/" in b]
     assert world.storage.read_state("marketing", "loyal", world.list_id) is None

@@ -6,7 +6,7 @@ import hashlib
 import io
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -45,6 +45,8 @@ class MemoryStorage:
     queues: dict[str, list[Sent]] = field(default_factory=lambda: defaultdict(list))
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     account_name: str = "devstoreaccount1"
+    written: dict[str, datetime] = field(default_factory=dict)
+    """When each reject report was written (what retention goes by)."""
     opened: list[str] = field(default_factory=list)
     """Every blob version opened for reading, in order (what a CDM read touched, and when)."""
 
@@ -122,11 +124,21 @@ class MemoryStorage:
         report.seek(0)
         name = f"runs/{run_id}/rejects.csv"
         self.blobs[name] = report.read()
+        self.written[name] = datetime.now(UTC)
         return name
 
     def delete_run_blobs(self, run_id: str) -> None:
-        for name in [n for n in self.blobs if n.startswith(f"runs/{run_id}/batches/")]:
+        keep = f"runs/{run_id}/rejects.csv"
+        for name in [n for n in self.blobs if n.startswith(f"runs/{run_id}/") and n != keep]:
             del self.blobs[name]
+
+    def reports_older_than(self, cutoff: datetime) -> Iterator[str]:
+        for name in list(self.blobs):
+            if name.endswith("/rejects.csv") and self.written.get(name, cutoff) < cutoff:
+                yield name.split("/")[1]
+
+    def delete_report(self, run_id: str) -> None:
+        self.blobs.pop(f"runs/{run_id}/rejects.csv", None)
 
     def read_state(self, destination: str, segment: str, list_id: str) -> bytes | None:
         return self.blobs.get(f"state/{destination}/{segment}/{list_id}/index")

@@ -48,7 +48,7 @@ class FlowWorld:
         cls, sandbox: SandboxProcess, key: str, *, secret: str | None = None, **options: Any
     ) -> Self:
         """The flow on `sandbox`: the test's client uses `key`; the flow reads the API key from
-        the secret SG_KEY, which holds `secret` (default: `key`). `options` are further
+        the secret SENDGRID_KEY_FLOW, which holds `secret` (default: `key`). `options` are further
         `runs.Services` fields (looks at a list are taken at once, and again 0.2 s later,
         unless they say otherwise)."""
         settings = SendGridSettings(base_url=sandbox.url, timeout_seconds=5)
@@ -61,7 +61,7 @@ class FlowWorld:
             storage=storage,
             ledger=ledger,
             destinations=destinations,
-            secrets=EnvSecretProvider({"SG_KEY": key if secret is None else secret}),
+            secrets=EnvSecretProvider({"SENDGRID_KEY_FLOW": key if secret is None else secret}),
             sendgrid_settings=settings,
             **options,
         )
@@ -115,12 +115,13 @@ class ListWorld(FlowWorld):
     list_id: str = ""
 
     def destination(self, **changes: object) -> Destination:
-        """Save destination `marketing` (consent recorded, key in SG_KEY) with `changes`."""
+        """Save destination `marketing` (consent recorded, key in SENDGRID_KEY_FLOW) with
+        `changes`."""
         values: dict[str, object] = {
             "name": "marketing",
             "display_name": "Marketing",
             "list_id": self.list_id,
-            "api_key_secret": "SG_KEY",
+            "api_key_secret": "SENDGRID_KEY_FLOW",
             "segments": ["loyal"],
             "consent": CONSENT,
         }
@@ -128,3 +129,7 @@ class ListWorld(FlowWorld):
         destination = Destination.model_validate(values)
         self.destinations.put(destination)
         return destination
+
+    def requests_to(self, prefix: str) -> int:
+        """Requests the sandbox answered (or dropped) whose "METHOD /path" starts so."""
+        return sum(n for k, n in self.sandbox.requests().items() if k.startswith(prefix))

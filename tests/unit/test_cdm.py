@@ -93,16 +93,26 @@ def test_a_customer_insights_manifest_gives_its_entity_with_columns_and_blobs() 
     ("location", "blob"),
     [
         (f"{AZURE}/a.csv", "ci/BlobExport/HighValue/2026/11/24/1433/a.csv"),
-        ("https://ACCT.dfs.core.windows.net/segments/ci/x/a.csv", "ci/x/a.csv"),
-        ("http://127.0.0.1:10000/acct/segments/ci/x/a.csv", "ci/x/a.csv"),
-        ("abfss://segments@acct.dfs.core.windows.net/ci/x/a.csv", "ci/x/a.csv"),
         (
-            "https://acct.blob.core.windows.net/segments/ci/x/a%20b.csv?sv=1&sig=SECRET",
-            "ci/x/a b.csv",
+            "https://ACCT.dfs.core.windows.net/segments/ci/BlobExport/x/a.csv",
+            "ci/BlobExport/x/a.csv",
+        ),
+        ("http://127.0.0.1:10000/acct/segments/ci/BlobExport/x/a.csv", "ci/BlobExport/x/a.csv"),
+        (
+            "abfss://segments@acct.dfs.core.windows.net/ci/BlobExport/x/a.csv",
+            "ci/BlobExport/x/a.csv",
+        ),
+        ("wasbs://segments@acct.blob.core.windows.net/ci/BlobExport/a.csv", "ci/BlobExport/a.csv"),
+        (
+            "https://acct.blob.core.windows.net/segments/ci/BlobExport/a%20b.csv?sv=1&sig=SECRET",
+            "ci/BlobExport/a b.csv",
+        ),
+        (
+            "https://acct.blob.core.windows.net/segments/ci/BlobExport/a%2520b.csv",
+            "ci/BlobExport/a b.csv",
         ),
         ("HighValue/a.csv", "ci/BlobExport/HighValue/a.csv"),
-        ("./HighValue/../HighValue/a.csv", "ci/BlobExport/HighValue/a.csv"),
-        ("/other-folder/a.csv", "other-folder/a.csv"),
+        ("HighValue/a%2Fb.csv", "ci/BlobExport/HighValue/a/b.csv"),
     ],
 )
 def test_partition_locations_resolve_to_blobs_in_the_segments_container(
@@ -121,11 +131,14 @@ def test_partition_locations_resolve_to_blobs_in_the_segments_container(
         ),
         ("https://other.blob.core.windows.net/segments/ci/a.csv", ("account 'other'", "'acct'")),
         ("http://127.0.0.1:10000/devstoreaccount1/segments/a.csv", ("'devstoreaccount1'",)),
-        ("../../../a.csv", ("outside the segments container",)),
         ("ftp://acct/segments/a.csv", ("'ftp' urls are not supported",)),
         (f"{AZURE}/", ("names a folder",)),
         ("https://acct.blob.core.windows.net/segments/ci/BlobExport/model.json", ("itself",)),
-        ("https://acct.blob.core.windows.net/segments/ci/a.parquet", ("parquet file", "csv")),
+        ("https://acct.blob.core.windows.net/segments/ci/BlobExport/a.parquet", ("parquet", "csv")),
+        # outside the model.json's folder, though in the container
+        ("https://acct.blob.core.windows.net/segments/ci/a.csv", ("outside", "ci/BlobExport/")),
+        ("https://acct.blob.core.windows.net/segments/ci/BlobExport2/a.csv", ("outside",)),
+        ("/other-folder/a.csv", ("absolute path",)),
     ],
 )
 def test_partition_locations_elsewhere_reject_their_entity(
@@ -138,10 +151,71 @@ def test_partition_locations_elsewhere_reject_their_entity(
     )
 
 
+SEGMENTS = "http://127.0.0.1:10000/acct/segments"
+
+
+@pytest.mark.parametrize(
+    ("location", "problem"),
+    [
+        # the security review's cases: out of segments/ into the app's own container
+        (f"{SEGMENTS}/../exporter/state/marketing/loyal/x/index", "'..' segment"),
+        (f"{SEGMENTS}/%2e%2e/exporter/state/marketing/loyal/x/index", "'..' segment"),
+        (f"{SEGMENTS}/%2E%2E/exporter/destinations/marketing.json", "'..' segment"),
+        ("abfss://segments@acct.dfs.core.windows.net/../exporter/state/x", "'..' segment"),
+        ("wasbs://segments@acct.blob.core.windows.net/%2e%2e/exporter/x.csv", "'..' segment"),
+        ("https://acct.blob.core.windows.net/segments/../exporter/x.csv", "'..' segment"),
+        # inside the folder at first sight, out of it once resolved
+        (f"{SEGMENTS}/ci/BlobExport/../../../exporter/x.csv", "'..' segment"),
+        (f"{SEGMENTS}/ci/BlobExport/HighValue/%252e%252e/%252e%252e/x.csv", "'..' segment"),
+        (f"{SEGMENTS}/ci/BlobExport/%2e/a.csv", "'.' segment"),
+        (f"{SEGMENTS}/ci/BlobExport/HighValue/..%2F..%2F..%2Fexporter%2Fx.csv", "'..' segment"),
+        (f"{SEGMENTS}/ci/BlobExport/HighValue%5C..%5C..%5Cx.csv", "'..' segment"),
+        (f"{SEGMENTS}/ci/BlobExport/a%5Cb.csv", "backslash"),
+        (f"{SEGMENTS}/ci/BlobExport//a.csv", "empty segment"),
+        (f"{SEGMENTS}//ci/BlobExport/a.csv", "absolute path"),
+        (f"{SEGMENTS}/ci/BlobExport/a%00.csv", "control character"),
+        (f"{SEGMENTS}/ci/BlobExport/a%0A.csv", "control character"),
+        (f"{SEGMENTS}/ci/BlobExport/a%E2%80%AE.csv", "invisible character"),
+        (f"{SEGMENTS}/ci/BlobExport/a%ff.csv", "not UTF-8"),
+        (f"{SEGMENTS}/ci/BlobExport/a%2525252e.csv", "more than 3 times"),
+        (f"{SEGMENTS}/ci/BlobExport/{'a' * 1100}.csv", "1,024"),
+        (f"{SEGMENTS}/ci/BlobExport/{'a/' * 260}a.csv", "254"),
+        (f"{SEGMENTS}/ci/BlobExport/trailing./a.csv", "ends with '.'"),
+        # relative locations: inside the folder, or refused
+        ("../../exporter/state/x", "'..' segment"),
+        ("./HighValue/../HighValue/a.csv", "'.' segment"),
+        ("HighValue/%2e%2e/%2e%2e/%2e%2e/exporter/x", "'..' segment"),
+    ],
+)
+def test_partition_locations_that_could_leave_their_folder_are_refused_not_repaired(
+    location: str, problem: str
+) -> None:
+    doc = ci_manifest()
+    doc["entities"][0]["partitions"][1]["location"] = location
+    reason = rejection(doc, "partition 'HighValue_2'", problem)
+    assert "was not read" in reason or "percent" in reason
+    assert len(reason) < 800  # a hostile location is shown cut short
+
+
+def test_a_hostile_entity_rejects_itself_and_the_others_are_exported() -> None:
+    doc = ci_manifest()
+    good = copy.deepcopy(doc["entities"][0])
+    escaping = copy.deepcopy(good) | {"name": "Escaping"}
+    escaping["partitions"][0]["location"] = f"{SEGMENTS}/../exporter/state/a/b/c/index"
+    doc["entities"] = [escaping, good]
+    manifest = parse(doc, account=None)
+    assert [e.name for e in manifest.entities] == ["HighValue"]
+    assert set(manifest.rejected) == {"Escaping"}
+    assert "partition 'HighValue_1'" in manifest.rejected["Escaping"]
+    assert "'..' segment" in manifest.rejected["Escaping"]
+
+
 def test_the_account_is_checked_only_when_known() -> None:
-    doc = with_partition(location="https://other.blob.core.windows.net/segments/a.csv")
+    doc = with_partition(
+        location="https://other.blob.core.windows.net/segments/ci/BlobExport/a.csv"
+    )
     (entity,) = parse(doc, account=None).entities
-    assert entity.partitions[0].blob == "a.csv"
+    assert entity.partitions[0].blob == "ci/BlobExport/a.csv"
 
 
 def test_format_settings_come_from_the_partition_else_the_entity_else_the_model() -> None:
@@ -224,10 +298,38 @@ def test_an_entity_that_cannot_be_exported_says_why(
 
 @pytest.mark.parametrize(
     ("name", "word"),
-    [("High/Value", "'/'"), ("High#Value", "'#'"), (" HighValue", "space"), ("a\x01b", "control")],
+    [
+        ("High/Value", "'/'"),
+        ("High#Value", "'#'"),
+        (" HighValue", "space"),
+        ("a\x01b", "control"),
+        ("..", "'.'"),
+        (".", "'.'"),
+        ("../../exporter", "'.'"),
+        ("High.Value", "'.'"),
+        ("High\\Value", "'\\\\'"),
+        ("Hïgh", "'ï'"),
+        ("=HYPERLINK(1)", "'='"),
+        ("a" * 64, "64 characters"),
+    ],
 )
 def test_entity_names_must_be_segment_names(name: str, word: str) -> None:
     rejection(ci_manifest(name=name), "cannot be a segment name", word, entity=name)
+
+
+def test_an_entity_name_too_long_to_repeat_is_named_by_its_position() -> None:
+    doc = ci_manifest(name="E" * 40_000)
+    manifest = parse(doc)
+    assert manifest.entities == ()
+    assert list(manifest.rejected) == ["#1"]
+    assert "40,000 characters" in manifest.rejected["#1"]
+    assert len(manifest.rejected["#1"]) < 400
+
+
+@pytest.mark.parametrize("name", ["HighValue", "high-value_2", "A", "a" * 63, "0-_"])
+def test_segment_names_are_letters_digits_dashes_and_underscores(name: str) -> None:
+    (entity,) = parse(ci_manifest(name=name)).entities
+    assert entity.name == name
 
 
 def test_a_bad_entity_leaves_the_others_exportable() -> None:

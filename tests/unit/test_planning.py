@@ -3,11 +3,14 @@ import gzip
 import io
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter import snapshots
 from exporter.batching import BatchLimits
-from exporter.planning import plan, plan_file
+from exporter.errors import SnapshotError
+from exporter.planning import OverCap, plan, plan_file
 from exporter.snapshots import Part, Parts, open_snapshot
 
 HEADER = ["Email", "FirstName", "Note"]
@@ -148,3 +151,144 @@ def test_non_ascii_contacts_are_measured_in_utf8_bytes():
     for b in batches:
         assert len(b.body(limits.list_ids)) == b.body_bytes <= limits.max_body_bytes
     assert sum(len(b.contacts) for b in batches) == 100
+
+
+# --- limits enforced while rows are iterated: rows, blank runs, the deadline ------------------
+
+GOOD = b"Email,FirstName\n"
+
+
+def csv_rows(n, start=0):
+    return b"".join(b"u%d@example.com,U\n" % i for i in range(start, start + n))
+
+
+def plan_bytes(data, name="s.csv", **kwargs):
+    rejects = []
+    stats = plan_file(io.BytesIO(data), name=name, on_reject=rejects.append, **kwargs)
+    return stats, rejects
+
+
+def plan_fails(data, code, *words, name="s.csv", **kwargs):
+    with pytest.raises(SnapshotError) as info, open_snapshot(io.BytesIO(data), name=name) as s:
+        plan(s, **kwargs)
+    err = info.value
+    assert err.code == code, f"{err.code}: {err}"
+    for word in words:
+        assert word in str(err), f"{word!r} not in {str(err)!r}"
+    return err
+
+
+def test_rows_up_to_the_cap_are_planned_and_one_more_fails(monkeypatch):
+    monkeypatch.setattr(snapshots, "MAX_ROWS", 5)
+    stats, _ = plan_bytes(GOOD + csv_rows(4) + b"\n")  # a blank row counts as a row
+    assert (stats.rows, stats.valid, stats.blank) == (5, 4, 1)
+    err = plan_fails(GOOD + csv_rows(6), "too_many_rows", "more than 5 rows")
+    assert (err.line, err.offset) == (7, len(GOOD + csv_rows(5)))
+
+
+def test_the_row_cap_counts_across_parts_and_names_the_part(monkeypatch):
+    monkeypatch.setattr(snapshots, "MAX_ROWS", 3)
+    files = {"p1.csv": csv_rows(2), "p2.csv": csv_rows(2, 2)}
+    parts = Parts(
+        columns=("Email", "FirstName"),
+        parts=tuple(Part(n, lambda d=d: io.BytesIO(d)) for n, d in files.items()),
+    )
+    with pytest.raises(SnapshotError) as info, open_snapshot(parts) as snapshot:
+        plan(snapshot)
+    assert info.value.code == "too_many_rows"
+    assert str(info.value).startswith("partition 2 of 2 (p2.csv): the snapshot has more than 3")
+    assert info.value.line == 2
+
+
+@pytest.mark.parametrize("name", ["s.csv", "s.jsonl"])
+def test_a_run_of_blank_rows_over_the_cap_fails_the_file(monkeypatch, name):
+    monkeypatch.setattr(snapshots, "MAX_BLANK_RUN", 3)
+    if name == "s.csv":
+        head, row = GOOD, b"a@example.com,A\n"
+    else:
+        head, row = b'{"Email": "h@example.com"}\n', b'{"Email": "a@example.com"}\n'
+    ok = head + b"\n\n\n" + row + b"\n \n\r\n" + row  # two runs of 3: fine
+    stats, _ = plan_bytes(ok, name=name)
+    assert (stats.blank, stats.duplicates) == (6, 1)
+    err = plan_fails(head + row + b"\n" * 4 + row, "blank_rows", "more than 3", name=name)
+    assert "from line 3" in str(err)
+    assert (err.line, err.offset) == (6, len(head + row) + 3)
+
+
+def test_the_deadline_stops_planning_between_rows():
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def slow(_reject):
+        now[0] += 1.0  # each rejected row "takes" a second
+
+    data = GOOD + b"bad,row\n" * 600
+    snapshot = open_snapshot(io.BytesIO(data), name="s.csv")
+    with pytest.raises(SnapshotError) as info, snapshot:
+        plan(snapshot, on_reject=slow, deadline=100.0, clock=clock)
+    err = info.value
+    assert err.code == "planning_timeout"
+    assert "time limit of 100 s" in str(err) and "after 256 rows" in str(err)
+    assert err.line == 257
+    assert snapshot.watch is None  # the check is taken off again
+
+
+def test_the_deadline_stops_a_long_line_being_skipped(monkeypatch):
+    """No row comes while the reader skips a long line: the reader's own look at the clock (every
+    chunk it reads) stops it."""
+    monkeypatch.setattr(snapshots, "LINE_CAP", 100)  # so chunks are 100 bytes
+    calls = [0]
+
+    def clock():
+        calls[0] += 1
+        return float(calls[0])
+
+    data = GOOD + b"a@example.com," + b"x" * 100_000 + b"\n" + csv_rows(1)
+    err = plan_fails(data, "planning_timeout", "after 0 rows", deadline=50.0, clock=clock)
+    assert err.line is None
+    assert calls[0] < 60  # stopped inside the line, not after its 1,000 chunks
+
+
+def test_without_a_deadline_the_clock_is_never_read():
+    def clock():
+        raise AssertionError("no deadline: no clock")
+
+    with open_snapshot(io.BytesIO(GOOD + csv_rows(1_000)), name="s.csv") as snapshot:
+        stats = plan(snapshot, deadline=None, clock=clock)
+    assert stats.valid == 1_000
+
+
+def test_a_long_line_in_a_partition_rejects_its_row_and_the_next_part_is_read(monkeypatch):
+    monkeypatch.setattr(snapshots, "LINE_CAP", 100)
+    files = {
+        "p1.csv": b"a@example.com,A\nb@example.com," + b"x" * 500 + b"\nc@example.com,C\n",
+        "p2.csv": b"d@example.com," + b"y" * 300 + b"\ne@example.com,E\n",
+    }
+    parts = Parts(
+        columns=("Email", "FirstName"),
+        parts=tuple(Part(n, lambda d=d: io.BytesIO(d)) for n, d in files.items()),
+    )
+    rejects = []
+    with open_snapshot(parts) as snapshot:
+        stats = plan(snapshot, on_reject=rejects.append)
+    assert [(r.row, r.line, r.reason, r.partition) for r in rejects] == [
+        (2, 2, "line_too_long", "p1.csv"),
+        (4, 1, "line_too_long", "p2.csv"),
+    ]
+    assert (stats.rows, stats.valid, stats.rejected) == (5, 3, 2)
+
+
+def test_reading_stops_once_more_contacts_are_valid_than_the_cap():
+    rows = ["Email"] + [f"user{i}@example.com" for i in range(50)] + ["not-read", "bad"]
+    seen = []
+    data = io.BytesIO(("\n".join(rows) + "\n").encode())
+    with (
+        open_snapshot(data, name="s.csv") as snapshot,
+        pytest.raises(OverCap, match="more than 10 valid profiles") as over,
+    ):
+        plan(snapshot, max_valid=10, on_reject=seen.append)
+    assert over.value.cap == 10 and seen == []  # stopped at the 11th valid row
+    stats = plan_file(io.BytesIO(("\n".join(rows[:11]) + "\n").encode()), name="s.csv")
+    assert stats.valid == 10  # exactly the cap is fine

@@ -16,9 +16,13 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from exporter import snapshots
 from exporter.errors import MappingError, SnapshotError
 from exporter.mapping import FieldMapping
 from exporter.planning import PlanStats, RejectedRow, plan_file
@@ -26,6 +30,8 @@ from exporter.snapshots import (
     BLANK,
     FIELD_CAP,
     LINE_CAP,
+    Part,
+    Parts,
     Record,
     RowProblem,
     Snapshot,
@@ -315,11 +321,16 @@ def test_only_blank_lines(tmp_path: Path) -> None:
     fails(write(tmp_path, "s.csv", b"\n\n\r\n   \n"), "no_header", "blank lines", "no header")
 
 
-@pytest.mark.parametrize("tail", [b"", b"\nemail\nann@example.com\n"])
-def test_first_line_over_a_mib(tmp_path: Path, tail: bytes) -> None:
-    path = write(tmp_path, "s.csv", b"a" * (LINE_CAP + 10) + tail)
-    err = fails(path, "no_header", "no line break")
-    assert err.line == 1
+def test_first_line_over_a_mib_without_a_line_break(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.csv", b"a" * (LINE_CAP + 10))
+    err = fails(path, "line_too_long", "line 1 ", "1,048,576 bytes", "no line break")
+    assert (err.line, err.offset) == (1, 0)
+
+
+def test_first_line_over_a_mib_then_more_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.csv", b"a" * (LINE_CAP + 10) + b"\nemail\nann@example.com\n")
+    err = fails(path, "line_too_long", "first line", "1,048,576 bytes")
+    assert (err.line, err.offset) == (1, 0)
 
 
 def test_no_column_mapped_to_email(tmp_path: Path) -> None:
@@ -721,3 +732,270 @@ def test_rows_after_leading_blank_lines_keep_their_lines_in_plan(tmp_path: Path)
     assert [(r.row, r.line, r.reason) for r in rejected] == [(1, 4, "invalid_email")]
     assert (stats.rows, stats.valid, stats.duplicates) == (3, 1, 1)
     assert_adds_up(stats)
+
+
+# --- input limits --------------------------------------------------------------------------
+# Each limit is lowered with monkeypatch (the reader reads them when a file is opened), so the
+# inputs stay small; a few use the real limits where the input is cheap to build.
+
+
+def lower(monkeypatch: pytest.MonkeyPatch, **limits: int) -> None:
+    for name, value in limits.items():
+        monkeypatch.setattr(snapshots, name, value)
+
+
+def counted_blocks(data: bytes, *, gz: bool) -> tuple[list[bytes], snapshots._Counted]:
+    """Every block the counting layer hands the text decoder, and the layer itself."""
+    raw = io.BytesIO(gzipped(data) if gz else data)
+    magic = raw.read(2)
+    counter = snapshots._RawCounter(raw, magic)
+    inner = gzip.GzipFile(fileobj=counter, mode="rb") if gz else counter
+    counted = snapshots._Counted(inner, counter, gzipped=gz)
+    counted.start()
+    blocks = []
+    while block := counted.read1(CHUNK):
+        blocks.append(block)
+    return blocks, counted
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 300), min_size=1, max_size=30),
+    cap=st.integers(1, 200),
+    final_break=st.booleans(),
+    gz=st.booleans(),
+)
+def test_the_counting_layer_hands_on_whole_lines_and_cuts_only_long_ones(
+    lengths: list[int], cap: int, final_break: bool, gz: bool
+) -> None:
+    lines = [bytes([97 + i % 26]) * n for i, n in enumerate(lengths)]
+    data = b"\n".join(lines) + (b"\n" if final_break else b"")
+    expected, cuts, offset = [], [], 0
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        if len(line) > cap:
+            cuts.append((number, offset))
+            expected.append(b"\x00\n")
+        else:
+            expected.append(line if last and not final_break else line + b"\n")
+        offset += len(line) + 1
+    with mock.patch.object(snapshots, "LINE_CAP", cap):
+        if not final_break and len(lines[-1]) > cap:
+            with pytest.raises(SnapshotError) as info:
+                counted_blocks(data, gz=gz)
+            assert info.value.code == "line_too_long"
+            assert (info.value.line, info.value.offset) == cuts[-1]
+            return
+        blocks, counted = counted_blocks(data, gz=gz)
+    assert b"".join(blocks) == b"".join(expected)
+    assert all(block.endswith(b"\n") for block in blocks[:-1])  # never a line in two blocks
+    assert list(counted.cut_lines) == cuts
+    assert counted.total == len(data)
+
+
+@pytest.mark.parametrize("name", ["s.csv", "s.csv.gz"])
+def test_csv_line_over_the_cap_rejects_its_row_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    lower(monkeypatch, LINE_CAP=100)
+    data = b"".join(
+        [
+            HEADER,  # line 1
+            b"a@example.com,Ann,Oslo\n",  # line 2
+            b"b@example.com,Bob,%s\n" % (b"x" * 200),  # line 3: 218 bytes, unquoted
+            b'c@example.com,"Cy,%s",Rome\n' % (b"y" * 500),  # line 4: quoted, over the cap
+            b"d@example.com,Dee,%s\n" % (b"z" * 82),  # line 5: exactly 100 bytes
+            GOOD_ROW,  # line 6
+        ]
+    )
+    assert len(data.splitlines()[4]) == 100
+    path = write(tmp_path, name, gzipped(data) if name.endswith(".gz") else data)
+    rows = records(path)
+    assert [line for line, _ in rows] == [2, 3, 4, 5, 6]
+    assert rows[0][1] == ("a@example.com", "Ann", "Oslo")
+    problem(rows[1][1], "line_too_long", "the line is longer than 100 bytes")
+    problem(rows[2][1], "line_too_long", "100 bytes")
+    assert rows[3][1] == ("d@example.com", "Dee", "z" * 82)
+    assert rows[4][1] == GOOD, "reading goes on after the long lines"
+
+
+def test_long_line_inside_a_quoted_field_rejects_that_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lower(monkeypatch, LINE_CAP=100)
+    data = HEADER + b'a@example.com,"Ann\n' + b"x" * 300 + b'\nmore",Oslo\n' + GOOD_ROW
+    rows = records(write(tmp_path, "s.csv", data))
+    assert [line for line, _ in rows] == [2, 5]
+    problem(rows[0][1], "line_too_long", "line 3 of the row", "100 bytes")
+    assert rows[1][1] == GOOD
+
+
+def test_a_2_million_character_field_rejects_its_row_not_the_file(tmp_path: Path) -> None:
+    """The security review's case: a well-delimited row with one huge field, no quote open."""
+    big = b"x" * 2_000_000
+    data = b"".join(
+        [
+            HEADER + GOOD_ROW,
+            b"a@example.com,Ann,%s\n" % big,  # row 2, line 3: unquoted
+            b'b@example.com,Bob,"%s"\n' % big,  # row 3, line 4: quoted, closed
+            b"c@example.com,Cy,Rome\n",
+        ]
+    )
+    stats, rejected = planned(write(tmp_path, "s.csv.gz", gzipped(data)))
+    assert [(r.row, r.line, r.reason) for r in rejected] == [
+        (2, 3, "line_too_long"),
+        (3, 4, "line_too_long"),
+    ]
+    assert all("1,048,576 bytes" in r.message and "quote" not in r.message for r in rejected)
+    assert (stats.rows, stats.valid, stats.rejected) == (4, 2, 2)
+    assert_adds_up(stats)
+
+
+def test_a_long_line_that_runs_to_the_end_of_the_file_fails_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lower(monkeypatch, LINE_CAP=100)
+    data = HEADER + GOOD_ROW + b"a@example.com," + b"x" * 1000
+    err = fails(write(tmp_path, "s.csv", data), "line_too_long", "100 bytes", "no line break")
+    assert (err.line, err.offset) == (3, len(HEADER + GOOD_ROW))
+
+
+def test_a_quote_open_past_the_cap_fails_the_file_where_it_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lower(monkeypatch, LINE_CAP=100)
+    rows = b"".join(b"x%d@example.com,Xena,Paris\n" % i for i in range(10))  # 26-27 bytes each
+    data = HEADER + GOOD_ROW + b'a@example.com,"Ann,Oslo\n' + rows
+    path = write(tmp_path, "s.csv", data)
+    err = fails(path, "malformed_csv", "starts on line 3", "never closed")
+    assert err.line == 6  # 24 + 26 + 26 + 26 characters: past 100 on line 6
+    assert err.offset == len(HEADER + GOOD_ROW) + 24 + 26 + 26
+
+
+def test_a_quoted_field_over_lines_within_the_cap_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lower(monkeypatch, LINE_CAP=100)
+    data = HEADER + b'a@example.com,"Ann\n' + b"x" * 60 + b'\ny",Oslo\n' + GOOD_ROW
+    rows = records(write(tmp_path, "s.csv", data))
+    assert rows == [(2, ("a@example.com", "Ann\n" + "x" * 60 + "\ny", "Oslo")), (5, GOOD)]
+
+
+def test_a_bad_byte_after_a_cut_line_is_placed_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lower(monkeypatch, LINE_CAP=100)
+    head = HEADER + b"a@example.com,Ann," + b"x" * 150 + b"\n" + GOOD_ROW + b"b@example.com,B"
+    err = fails(write(tmp_path, "s.csv", head + b"\xe9\n"), "not_utf8", "0xE9")
+    assert (err.line, err.offset) == (4, len(head))
+
+
+def test_a_row_with_too_many_fields_is_rejected_without_splitting_it(tmp_path: Path) -> None:
+    data = b"".join(
+        [
+            HEADER,
+            b"a@example.com%s\n" % (b"," * 1_000),  # line 2: 1,001 fields
+            b"b@example.com,Bob,Rome,x\n",  # line 3: 4 fields
+            b"," * 1_000_000 + b"\n",  # line 4: a million empty fields (was "blank")
+            b'c@example.com,"C,y"%s\n' % (b",z" * 1_000),  # line 5: quoted, so csv counts
+            GOOD_ROW,  # line 6
+        ]
+    )
+    rows = records(write(tmp_path, "s.csv", data))
+    assert [line for line, _ in rows] == [2, 3, 4, 5, 6]
+    problem(rows[0][1], "too_many_fields", "1,001 fields", "1,000 allowed")
+    problem(rows[1][1], "ragged_row", "4 fields")
+    problem(rows[2][1], "too_many_fields", "1,000,001 fields")
+    problem(rows[3][1], "too_many_fields", "1,002 fields")
+    assert rows[4][1] == GOOD
+
+
+def test_the_fields_cap_follows_a_wide_header(tmp_path: Path) -> None:
+    header = b",".join([b"email"] + [b"c%d" % i for i in range(599)]) + b"\n"  # 600 columns
+    row = b"a@example.com" + b",v" * 599 + b"\n"
+    data = header + row + b"b@example.com" + b",v" * 1_099 + b"\n"  # 1,100 fields: ragged
+    data += b"c@example.com" + b",v" * 1_200 + b"\n" + row.replace(b"a@", b"d@")  # 1,201
+    rows = records(write(tmp_path, "s.csv", data))
+    assert [line for line, _ in rows] == [2, 3, 4, 5]
+    problem(rows[1][1], "ragged_row", "1100 fields")
+    problem(rows[2][1], "too_many_fields", "1,201 fields", "1,200 allowed")
+    assert rows[3][1] == ("d@example.com",)
+
+
+def test_jsonl_record_with_too_many_keys(tmp_path: Path) -> None:
+    many = {"email": "b@example.com"} | {f"k{i}": 0 for i in range(1_000)}
+    problem(middle_record(tmp_path, jsonl(many)), "too_many_fields", "1,001 fields")
+
+
+def test_jsonl_nested_too_deeply_is_a_row_problem(tmp_path: Path) -> None:
+    line = b'{"email": "b@example.com", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    problem(middle_record(tmp_path, line), "invalid_json", "nested too deeply")
+
+
+def test_header_over_its_byte_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lower(monkeypatch, HEADER_CAP=50)
+    data = b"email," + b",".join(b"column_%d" % i for i in range(10)) + b"\n" + GOOD_ROW
+    err = fails(write(tmp_path, "s.csv", data), "header_too_large", "95 bytes", "limit of 50")
+    assert err.line == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("s.csv", b"email,a,b,c,d,e\n" + GOOD_ROW),
+        ("s.csv", b'"email","a","b","c","d","e"\n' + GOOD_ROW),  # quoted: counted after csv
+        ("s.tsv", b"\n\nemail\ta\tb\tc\td\te\n" + GOOD_ROW),
+        ("s.jsonl", jsonl({"email": "a@example.com", "a": 1, "b": 2, "c": 3, "d": 4, "e": 5})),
+    ],
+    ids=["csv", "quoted", "tsv", "jsonl"],
+)
+def test_too_many_columns_fail_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, data: bytes
+) -> None:
+    lower(monkeypatch, MAX_COLUMNS=5)
+    err = fails(write(tmp_path, name, data), "too_many_columns", "6 columns", "limit of 5")
+    assert err.line == data.count(b"\n", 0, data.index(b"email")) + 1
+    lower(monkeypatch, MAX_COLUMNS=6)
+    assert records(write(tmp_path, name, data))
+
+
+def test_too_many_attributes_in_parts_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    lower(monkeypatch, MAX_COLUMNS=2)
+    parts = Parts(columns=("Email", "A", "B"), parts=(Part("p1.csv", lambda: io.BytesIO(b"")),))
+    with pytest.raises(SnapshotError) as info:
+        open_snapshot(parts)
+    assert info.value.code == "too_many_columns"
+    assert "the entity has 3 columns" in str(info.value)
+
+
+def test_a_header_of_a_million_columns_fails_the_file(tmp_path: Path) -> None:
+    header = b",".join(b"c%d" % i for i in range(1_000_000)) + b"\n"
+    data = gzipped(b"email," + header + GOOD_ROW)
+    err = fails(write(tmp_path, "s.csv.gz", data), "line_too_long", "first line", "1,048,576")
+    assert err.line == 1
+    commas = gzipped(b"email" + b"," * 999_999 + b"\n" + GOOD_ROW)  # 1 MB: under LINE_CAP
+    fails(write(tmp_path, "c.csv.gz", commas), "header_too_large", "limit of 262,144")
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_a_file_over_the_size_cap_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool
+) -> None:
+    lower(monkeypatch, FILE_CAP=10_000)
+    data = HEADER + GOOD_ROW * 1_000
+    path = write(tmp_path, "s.csv", gzipped(data) if gz else data)
+    what = "decompresses to more than 10,000 bytes" if gz else "is more than 10,000 bytes"
+    err = fails(path, "file_too_large", what)
+    assert ("gzip bomb" in str(err)) is gz
+    assert err.offset == 10_000
+    lower(monkeypatch, FILE_CAP=len(data))
+    assert len(records(path)) == 1_000
+
+
+def test_blank_lines_before_the_header_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lower(monkeypatch, MAX_BLANK_RUN=3)
+    assert records(write(tmp_path, "ok.csv", b"\n\n\n" + HEADER + GOOD_ROW)) == [(5, GOOD)]
+    err = fails(write(tmp_path, "s.csv", b"\n\n\r\n\n" + HEADER), "blank_rows", "more than 3")
+    assert (err.line, err.offset) == (4, 4)
