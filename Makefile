@@ -27,9 +27,11 @@ $(INFRA_STAMP): infra/requirements.txt
 test: $(STAMP) lint typecheck check-infra
 	$(PY) -m pytest -q -n 3 --dist loadfile
 
+# ruff, and the import rules of docs/architecture.md (import-linter: contracts in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy exporter

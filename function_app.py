@@ -1,12 +1,12 @@
-"""The Azure Functions app (Python v2 model): registers the blueprints of `exporter.functions`.
+"""The Azure Functions app (Python v2 model): registers the blueprints of `exporter.triggers`.
 
-Triggers stay thin; the flow lives in `exporter.runs`. Run it with the local host
+Triggers stay thin; the flow lives in `exporter.flow.runs`. Run it with the local host
 (`python -m exporter up`) or, where Core Tools are installed, with `func start`.
 """
 
 import azure.functions as func
 
-from exporter.functions import api, pipeline, schedule, snapshots
+from exporter.triggers import api, pipeline, schedule, snapshots
 
 app = func.FunctionApp()
 app.register_functions(snapshots.bp)

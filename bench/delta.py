@@ -88,8 +88,8 @@ def export(
 ) -> dict[str, Any]:
     """Upload `path` and follow its run; or (`verify_only`: a snapshot's blob name) export that
     snapshot again on demand with `verify`, and follow that run."""
-    from exporter import admin
-    from exporter.operations import follow, follow_runs, upload_snapshot
+    from exporter.admin import commands as admin
+    from exporter.admin.operations import follow, follow_runs, upload_snapshot
 
     before = counters(stack.sandbox_url)
     host = stack.host.pid
@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from exporter.admin import add_destination
+    from exporter.adapters.azure_storage import Storage
+    from exporter.admin.commands import add_destination
     from exporter.local.stack import Stack
-    from exporter.runs import Services
-    from exporter.storage import Storage
+    from exporter.wiring import services_from_env
 
     first, _ = sample(args.rows, args.seed)
     second, changed, removed = changed_copy(first, args.rows, args.seed)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-delta-") as tmp,
         Stack(Path(tmp), settings={"SENDGRID_KEY_BENCH": KEY}) as stack,
     ):
-        svc = Services.from_env(stack.settings)
+        svc = services_from_env(stack.settings)
         storage = Storage.from_env(stack.settings)
         add_destination(
             svc,

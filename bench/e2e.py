@@ -44,16 +44,16 @@ def upserts(counts: dict[str, int]) -> int:
 
 
 def pipeline(stack: Any, path: Path, segment: str) -> dict[str, Any]:
-    from exporter.admin import add_destination
-    from exporter.operations import follow, upload_snapshot
-    from exporter.runs import Services
-    from exporter.sendgrid import SendGridClient
-    from exporter.settings import SendGridSettings
-    from exporter.storage import Storage
+    from exporter.adapters.azure_storage import Storage
+    from exporter.adapters.sendgrid import SendGridClient
+    from exporter.adapters.settings import SendGridSettings
+    from exporter.admin.commands import add_destination
+    from exporter.admin.operations import follow, upload_snapshot
+    from exporter.wiring import services_from_env
 
     client = SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url))
     storage = Storage.from_env(stack.settings)
-    svc = Services.from_env(stack.settings)
+    svc = services_from_env(stack.settings)
     list_id = add_destination(
         svc,
         "bench",
@@ -88,9 +88,9 @@ def pipeline(stack: Any, path: Path, segment: str) -> dict[str, Any]:
 
 
 def baseline(stack: Any, path: Path) -> dict[str, Any]:
-    from exporter.planning import plan_file
-    from exporter.sendgrid import SendGridClient
-    from exporter.settings import SendGridSettings
+    from exporter.adapters.sendgrid import SendGridClient
+    from exporter.adapters.settings import SendGridSettings
+    from exporter.core.planning import plan_file
 
     client = SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url))
     contact_list = client.create_list("bench baseline")

@@ -50,8 +50,8 @@ def work_baseline(path: Path) -> dict[str, Any]:
 
 
 def work_plan(path: Path) -> dict[str, Any]:
-    """exporter.planning.plan_file on the file (imported before the clock starts)."""
-    from exporter.planning import plan_file
+    """exporter.core.planning.plan_file on the file (imported before the clock starts)."""
+    from exporter.core.planning import plan_file
 
     start = time.perf_counter()
     stats = plan_file(path)
@@ -110,7 +110,7 @@ def sample(rows: int, seed: int) -> tuple[Path, dict[str, int] | None]:
     path = DATA / f"segment-{rows}-seed{seed}.csv"
     planted = path.with_name(path.name + ".summary.json")
     if not path.exists():
-        from exporter.samples import generate
+        from exporter.core.samples import generate
 
         DATA.mkdir(parents=True, exist_ok=True)
         where = path.relative_to(ROOT)

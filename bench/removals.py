@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from exporter.admin import add_destination
+    from exporter.adapters.azure_storage import Storage
+    from exporter.admin.commands import add_destination
+    from exporter.admin.operations import follow, upload_snapshot
     from exporter.local.stack import Stack
-    from exporter.operations import follow, upload_snapshot
-    from exporter.runs import Services
-    from exporter.storage import Storage
+    from exporter.wiring import services_from_env
 
     leaving = args.members - args.stay
     with tempfile.TemporaryDirectory(prefix="bench-removals-") as tmp:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             settings={"SENDGRID_KEY_BENCH": KEY},
             sandbox_args=["--seed", str(args.seed)],
         ) as stack:
-            svc = Services.from_env(stack.settings)
+            svc = services_from_env(stack.settings)
             storage = Storage.from_env(stack.settings)
             saved = add_destination(
                 svc,

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from exporter.adapters.azure_storage import Storage
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.flow.services import Services
 from exporter.local.stack import REPO_ROOT, Stack
-from exporter.runs import Services
-from exporter.sendgrid import SendGridClient
-from exporter.settings import SendGridSettings
-from exporter.storage import SnapshotVersion, Storage
+from exporter.model.versions import SnapshotVersion
+from exporter.wiring import services_from_env
 from tests.support.stack import drop_seen
 
 pytestmark = pytest.mark.e2e
@@ -96,7 +98,7 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
         yield Admin(
             stack,
             path,
-            Services.from_env(stack.settings),
+            services_from_env(stack.settings),
             Storage.from_env(stack.settings),
             SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url)),
             tmp,

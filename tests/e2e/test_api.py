@@ -24,15 +24,18 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ServiceRequestError
 
-from exporter import admin
-from exporter.destinations import Consent, Destination
-from exporter.ledger import RunRecord
+from exporter.adapters.azure_storage import Storage
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.admin import commands as admin
+from exporter.flow.services import Services
 from exporter.local.stack import Stack
-from exporter.runs import Services
-from exporter.secrets import key_unavailable
-from exporter.sendgrid import SendGridClient, Unauthorized
-from exporter.settings import SendGridSettings
-from exporter.storage import SnapshotVersion, Storage
+from exporter.model.destinations import Consent, Destination
+from exporter.model.runs import RunRecord
+from exporter.model.versions import SnapshotVersion
+from exporter.ports.secrets import key_unavailable
+from exporter.ports.sendgrid import Unauthorized
+from exporter.wiring import services_from_env
 from tests.support.stack import drop_seen
 
 pytestmark = pytest.mark.e2e
@@ -174,14 +177,14 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         yield Api(
             stack,
             found.group(1) + "/api",
-            Services.from_env(stack.settings),
+            services_from_env(stack.settings),
             Storage.from_env(stack.settings),
             SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url)),
             tmp,
         )
         log = stack.host.output()
     # Nothing the API did put a key or a plain address into the host's log.
-    assert "exporter.admin" in log
+    assert "exporter.admin.commands" in log
     for secret in (KEY, "SG.not-the-key", FUNCTION_KEY):
         assert secret not in log
     assert not re.search(r"[\w.+-]+@(company|example)\.", log.replace("***@", "")), log

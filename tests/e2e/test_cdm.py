@@ -22,13 +22,14 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from exporter.destinations import Consent, Destination
-from exporter.ledger import RunRecord
+from exporter.adapters.azure_storage import Storage
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.flow.services import Services
 from exporter.local.stack import Stack
-from exporter.runs import Services
-from exporter.sendgrid import SendGridClient
-from exporter.settings import SendGridSettings
-from exporter.storage import Storage
+from exporter.model.destinations import Consent, Destination
+from exporter.model.runs import RunRecord
+from exporter.wiring import services_from_env
 from tests.support.cdm import model_json
 
 pytestmark = pytest.mark.e2e
@@ -131,7 +132,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with Stack(tmp / "stack", settings=settings, sandbox_args=["--job-delay", "0.1"]) as stack:
         yield World(
             stack,
-            Services.from_env(stack.settings),
+            services_from_env(stack.settings),
             Storage.from_env(stack.settings),
             SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url)),
         )

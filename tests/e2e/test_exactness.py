@@ -30,16 +30,17 @@ from typing import Any, Final
 
 import pytest
 
-from exporter import admin
-from exporter.destinations import Consent, Destination
-from exporter.ledger import RunRecord
+from exporter.adapters.azure_storage import Storage
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.admin import commands as admin
+from exporter.admin.operations import follow, follow_runs, upload_snapshot
 from exporter.local.stack import REPO_ROOT, Stack
-from exporter.messages import CONTACT_BATCHES
-from exporter.operations import follow, follow_runs, upload_snapshot
-from exporter.runs import Services
-from exporter.sendgrid import SendGridClient
-from exporter.settings import SendGridSettings
-from exporter.storage import SnapshotVersion, Storage
+from exporter.model.destinations import Consent, Destination
+from exporter.model.messages import CONTACT_BATCHES
+from exporter.model.runs import RunRecord
+from exporter.model.versions import SnapshotVersion
+from exporter.wiring import services_from_env
 
 pytestmark = pytest.mark.e2e
 
@@ -142,7 +143,7 @@ class World:
         self.tmp = tmp
         self.settings_file = settings_file
         self.storage = Storage.from_env(stack.settings)
-        self.svc = Services.from_env(stack.settings)
+        self.svc = services_from_env(stack.settings)
         self.files: Counter[str] = Counter()
 
     # --- SendGrid and its sandbox ------------------------------------------------------------

@@ -20,16 +20,18 @@ from typing import Any
 
 import pytest
 
-from exporter.contacts import EMAIL_RE
-from exporter.destinations import Consent, Destination
-from exporter.ledger import RunRecord
+from exporter.adapters.azure_storage import Storage
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.admin.operations import follow, upload_snapshot
+from exporter.core.contacts import EMAIL_RE
+from exporter.core.samples import generate
+from exporter.flow.services import Services
 from exporter.local.stack import Stack
-from exporter.operations import follow, upload_snapshot
-from exporter.runs import Services
-from exporter.samples import generate
-from exporter.sendgrid import SendGridClient
-from exporter.settings import SendGridSettings
-from exporter.storage import SnapshotVersion, Storage
+from exporter.model.destinations import Consent, Destination
+from exporter.model.runs import RunRecord
+from exporter.model.versions import SnapshotVersion
+from exporter.wiring import services_from_env
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +102,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     )
     with stack:
         storage = Storage.from_env(stack.settings)
-        svc = Services.from_env(stack.settings)
+        svc = services_from_env(stack.settings)
         client = SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url))
         yield Env(stack, svc, storage, client, tmp)
     for child in (stack.host, stack.sandbox):

@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from exporter.destinations import Consent, Destination
-from exporter.ledger import RunRecord
+from exporter.adapters.azure_storage import Storage
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.admin.operations import follow, upload_snapshot
 from exporter.local.stack import Stack
-from exporter.operations import follow, upload_snapshot
-from exporter.runs import Services
-from exporter.sendgrid import SendGridClient
-from exporter.settings import SendGridSettings
-from exporter.storage import SnapshotVersion, Storage
+from exporter.model.destinations import Consent, Destination
+from exporter.model.runs import RunRecord
+from exporter.model.versions import SnapshotVersion
+from exporter.wiring import services_from_env
 
 pytestmark = pytest.mark.e2e
 KEY = "SG.e2e-sync-key"
@@ -30,7 +31,7 @@ class World:
         self.stack = stack
         self.tmp = tmp
         self.storage = Storage.from_env(stack.settings)
-        self.svc = Services.from_env(stack.settings)
+        self.svc = services_from_env(stack.settings)
         self.client = SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url))
         self.files = 0
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from exporter.destinations import Consent, Destination
+from exporter.adapters.azure_storage import Storage
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.admin.operations import upload_snapshot
+from exporter.core.samples import generate
 from exporter.local.stack import REPO_ROOT, Stack
-from exporter.operations import upload_snapshot
-from exporter.runs import Services
-from exporter.samples import generate
-from exporter.sendgrid import SendGridClient
-from exporter.settings import SendGridSettings
-from exporter.storage import Storage
+from exporter.model.destinations import Consent, Destination
+from exporter.wiring import services_from_env
 
 pytestmark = pytest.mark.e2e
 KEY = "SG.e2e-timer-key"
@@ -30,7 +30,7 @@ KEY = "SG.e2e-timer-key"
 def test_the_timer_re_exports_the_latest_snapshot(tmp_path: Path) -> None:
     settings = {"SENDGRID_KEY_T": KEY, "REFRESH_SCHEDULE": "*/4 * * * * *"}  # every 4 s
     with Stack(tmp_path / "stack", settings=settings, sandbox_args=["--job-delay", "0.1"]) as stack:
-        svc = Services.from_env(stack.settings)
+        svc = services_from_env(stack.settings)
         client = SendGridClient(KEY, SendGridSettings(base_url=stack.sandbox_url))
         list_id = client.create_list("timer").id
         # Named by time, as exports are: two uploads in one second are ordered by name.

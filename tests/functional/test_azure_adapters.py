@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from exporter.destinations import BlobDestinationStore, Consent, Destination
-from exporter.ledger import BatchRecord, RunRecord, TableRunLedger
-from exporter.messages import BatchMessage, decode
-from exporter.storage import Storage
+from exporter.adapters.azure_storage import Storage
+from exporter.adapters.destination_store import BlobDestinationStore
+from exporter.adapters.table_ledger import TableRunLedger
+from exporter.model.destinations import Consent, Destination
+from exporter.model.messages import BatchMessage, decode
+from exporter.model.runs import BatchRecord, RunRecord
 from tests.support.azurite import unique_name
 
 pytestmark = pytest.mark.functional
@@ -179,8 +181,8 @@ def test_reading_a_slot_writes_nothing(ledger: TableRunLedger) -> None:
 
 
 def test_a_batch_over_several_ranges_streams_into_the_same_body(storage: Storage) -> None:
-    from exporter.batching import upsert_body, upsert_body_stream
-    from exporter.storage import BATCH_RANGE
+    from exporter.adapters.azure_storage import BATCH_RANGE
+    from exporter.core.batching import upsert_body, upsert_body_stream
 
     run_id = unique_name("run")
     contacts = [{"email": f"user{i}@example.com", "first_name": "Zoë" * 20} for i in range(40_000)]

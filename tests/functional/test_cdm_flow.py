@@ -17,21 +17,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 
-from exporter import cdm, runs
-from exporter.destinations import Consent, Destination
-from exporter.errors import InputError
-from exporter.ledger import RunRecord
-from exporter.messages import CDM_MANIFESTS, EXPORT_REQUESTS, ManifestCheck, decode
-from exporter.services import seconds_setting
-from exporter.snapshots import Parts, open_snapshot
-from exporter.storage import (
+from exporter.adapters.azure_storage import Storage
+from exporter.core import cdm
+from exporter.core.errors import InputError
+from exporter.core.snapshots import Parts, open_snapshot
+from exporter.flow import runs
+from exporter.flow.services import seconds_setting
+from exporter.model.destinations import Consent, Destination
+from exporter.model.messages import CDM_MANIFESTS, EXPORT_REQUESTS, ManifestCheck, decode
+from exporter.model.runs import RunRecord
+from exporter.model.versions import (
     SnapshotVersion,
-    Storage,
     entity_version,
     is_snapshot_blob,
     is_snapshot_file,
-    read_manifest,
 )
+from exporter.ports.storage import read_manifest
 from tests.support.azurite import unique_name
 from tests.support.cdm import model_json as cdm_model_json
 from tests.support.flow import FlowWorld
@@ -335,7 +336,7 @@ def test_an_unreadable_manifest_is_logged_and_makes_no_run(
 ) -> None:
     world.destination("marketing", "HighValue")
     manifest = world.put(MANIFEST, b'{"entities": [oops')
-    with caplog.at_level(logging.ERROR, logger="exporter.runs"):
+    with caplog.at_level(logging.ERROR, logger="exporter.flow.runs"):
         assert runs.on_snapshot(world.svc, manifest) == []
     assert world.ledger.runs() == [] and world.checks() == []
     assert f"CDM folder not exported: {MANIFEST} is not JSON" in caplog.text

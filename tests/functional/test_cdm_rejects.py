@@ -12,13 +12,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter import admin, runs
-from exporter.destinations import Consent, Destination
-from exporter.ledger import MemoryRunLedger, RunRecord
-from exporter.reporting import details_json, summary
-from exporter.storage import Storage
+from exporter.adapters.azure_storage import Storage
+from exporter.admin import commands as admin
+from exporter.admin.views import details_json, summary
+from exporter.flow import runs
+from exporter.model.destinations import Consent, Destination
+from exporter.model.runs import RunRecord
 from tests.support.cdm import model_json
 from tests.support.flow import FlowWorld
+from tests.support.memory_ledger import MemoryRunLedger
 from tests.support.sandbox import SandboxProcess
 
 pytestmark = pytest.mark.functional

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from exporter import runs, sending, verification
-from exporter.ledger import RunRecord
-from exporter.messages import (
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.flow import runs, sending, verification
+from exporter.model.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
     IMPORT_JOBS,
@@ -24,7 +24,8 @@ from exporter.messages import (
     ListCheck,
     decode,
 )
-from exporter.sendgrid import RateLimited, SendGridClient, TransientError
+from exporter.model.runs import RunRecord
+from exporter.ports.sendgrid import RateLimited, TransientError
 from tests.support.fakes import Sent
 from tests.support.flow import ListWorld
 from tests.support.sandbox import SandboxProcess

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from exporter.errors import InputError
-from exporter.fields import resolve_custom_fields
-from exporter.sendgrid import ImportJob, Rejected, SendGridClient
-from exporter.settings import SendGridSettings
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.core.errors import InputError
+from exporter.flow.fields import resolve_custom_fields
+from exporter.ports.sendgrid import ImportJob, Rejected
 from tests.support.destinations import destination
 from tests.support.sandbox import SandboxProcess
 

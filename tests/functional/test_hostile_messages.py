@@ -16,20 +16,17 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-import exporter.functions
-from exporter import runs, verification
-from exporter.destinations import MemoryDestinationStore
-from exporter.functions import pipeline, snapshots
-from exporter.ledger import BatchRecord, MemoryRunLedger, RunRecord
-from exporter.messages import (
-    BatchMessage,
-    ExportRequest,
-    JobCheck,
-    ListCheck,
-    ManifestCheck,
-)
-from exporter.secrets import EnvSecretProvider
+import exporter.triggers
+from exporter.adapters.secrets import EnvSecretProvider
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.flow import runs, verification
+from exporter.flow.services import Services
+from exporter.model.messages import BatchMessage, ExportRequest, JobCheck, ListCheck, ManifestCheck
+from exporter.model.runs import BatchRecord, RunRecord
+from exporter.triggers import pipeline, snapshots
 from tests.support.fakes import MemoryStorage
+from tests.support.memory_destinations import MemoryDestinationStore
+from tests.support.memory_ledger import MemoryRunLedger
 
 pytestmark = pytest.mark.functional
 
@@ -77,28 +74,29 @@ def message(body: bytes) -> func.QueueMessage:
     return func.QueueMessage(id="m1", body=body)  # type: ignore[no-untyped-call]
 
 
-def services() -> runs.Services:
-    return runs.Services(
+def services() -> Services:
+    return Services(
         storage=MemoryStorage(),
         ledger=MemoryRunLedger(),
         destinations=MemoryDestinationStore(),
         secrets=EnvSecretProvider({}),
+        clients=SendGridClient,
     )
 
 
 @pytest.fixture
-def svc() -> Iterator[runs.Services]:
-    """The services the triggers use (`exporter.functions.services()`), in memory."""
+def svc() -> Iterator[Services]:
+    """The services the triggers use (`exporter.triggers.services()`), in memory."""
     built = services()
-    exporter.functions._services = built
+    exporter.triggers._services = built
     try:
         yield built
     finally:
-        exporter.functions.reset_services()
+        exporter.triggers.reset_services()
 
 
 def dropped(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "exporter.messages"]
+    return [r.getMessage() for r in caplog.records if r.name == "exporter.model.messages"]
 
 
 # --- messages that cannot be decoded ------------------------------------------------------------
@@ -107,7 +105,7 @@ def dropped(caplog: pytest.LogCaptureFixture) -> list[str]:
 @pytest.mark.parametrize("queue", list(TRIGGERS))
 @pytest.mark.parametrize("body", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_every_trigger_records_and_drops_a_message_it_cannot_decode(
-    queue: str, body: bytes, svc: runs.Services, caplog: pytest.LogCaptureFixture
+    queue: str, body: bytes, svc: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
     trigger, _ = TRIGGERS[queue]
     with caplog.at_level(logging.INFO):
@@ -201,7 +199,7 @@ def test_the_reason_names_the_field_and_the_rule_never_the_value(
     queue: str,
     fields: dict[str, Any],
     reason: str,
-    svc: runs.Services,
+    svc: Services,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     trigger, _ = TRIGGERS[queue]
@@ -213,7 +211,7 @@ def test_the_reason_names_the_field_and_the_rule_never_the_value(
 
 
 def test_the_excerpt_is_short_and_says_how_long_the_message_was(
-    svc: runs.Services, caplog: pytest.LogCaptureFixture
+    svc: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
     body = json.dumps({"run_id": "x" * 40_000, "batch": 0, "note": "bob@example.com"}).encode()
     with caplog.at_level(logging.INFO):
@@ -242,7 +240,7 @@ def a_run(run_id: str = RUN_ID, **fields: Any) -> RunRecord:
     return RunRecord(**values)
 
 
-POISONED: list[tuple[str, Callable[[runs.Services, Any], None], Any]] = [
+POISONED: list[tuple[str, Callable[[Services, Any], None], Any]] = [
     (
         "export-requests-poison",
         runs.request_poisoned,
@@ -267,7 +265,7 @@ POISONED: list[tuple[str, Callable[[runs.Services, Any], None], Any]] = [
 )
 def test_a_poison_message_naming_a_run_that_does_not_exist_is_logged_and_dropped(
     queue: str,
-    handler: Callable[[runs.Services, Any], None],
+    handler: Callable[[Services, Any], None],
     poison: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -291,7 +289,7 @@ def test_a_poison_message_naming_a_run_that_does_not_exist_is_logged_and_dropped
 )
 def test_a_poison_message_naming_a_batch_the_run_does_not_have_leaves_the_run_alone(
     queue: str,
-    handler: Callable[[runs.Services, Any], None],
+    handler: Callable[[Services, Any], None],
     poison: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -349,7 +347,7 @@ def test_a_poisoned_look_at_a_cdm_folder_that_is_gone_is_dropped() -> None:
 )
 def test_a_poison_handler_that_fails_logs_why_and_returns(
     queue: str,
-    handler: Callable[[runs.Services, Any], None],
+    handler: Callable[[Services, Any], None],
     poison: Any,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -373,9 +371,9 @@ def test_a_poison_handler_that_fails_logs_why_and_returns(
 def test_a_poison_trigger_never_raises_even_when_services_cannot_be_built(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exporter.functions.reset_services()
+    exporter.triggers.reset_services()
     monkeypatch.setattr(
-        runs.Services, "from_env", classmethod(lambda cls: (_ for _ in ()).throw(KeyError("x")))
+        exporter.triggers, "services_from_env", lambda: (_ for _ in ()).throw(KeyError("x"))
     )
     body = BatchMessage(run_id=RUN_ID, batch=0).encode().encode()
     with caplog.at_level(logging.INFO):
@@ -383,10 +381,10 @@ def test_a_poison_trigger_never_raises_even_when_services_cannot_be_built(
     (line,) = dropped(caplog)
     assert "queue=contact-batches-poison reason=the handler failed" in line
     assert "KeyError" in line
-    exporter.functions.reset_services()
+    exporter.triggers.reset_services()
 
 
-def test_well_formed_messages_still_reach_their_step(svc: runs.Services) -> None:
+def test_well_formed_messages_still_reach_their_step(svc: Services) -> None:
     svc.ledger.create_run(a_run(state="planning", planned=False, error="boom"))
     body = POISONED[0][2].model_copy(update={"run_id": RUN_ID}).encode().encode()
     user_function(pipeline.plan_run_poisoned)(message(body))

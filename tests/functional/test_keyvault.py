@@ -22,12 +22,8 @@ import pytest
 from azure.identity import ClientSecretCredential, DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
-from exporter.secrets import (
-    KeyVaultSecretProvider,
-    SecretAccessDenied,
-    SecretNameError,
-    SecretNotFound,
-)
+from exporter.adapters.secrets import KeyVaultSecretProvider
+from exporter.ports.secrets import SecretAccessDenied, SecretNameError, SecretNotFound
 from tests.support.keyvault import KeyVaultProcess, resolve_localhost_subdomains, start_keyvault
 
 pytestmark = pytest.mark.functional
@@ -200,7 +196,7 @@ def test_a_vault_outage_serves_the_cached_key_for_a_bounded_time(
     azure_env.faults(error_rate=1.0)
 
     clock.now += 10
-    with caplog.at_level(logging.WARNING, logger="exporter.secrets"):
+    with caplog.at_level(logging.WARNING, logger="exporter.adapters.secrets"):
         assert provider.get("sendgrid-key") == KEY  # the SDK retried twice, then we served stale
     assert "serving the cached secret 'sendgrid-key'" in caplog.text
     assert azure_env.requests()["GET /secrets/sendgrid-key/ 503"] == 3

@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from exporter import finish, retention, runs, sending
-from exporter.errors import InputError
-from exporter.ledger import utcnow
-from exporter.services import DEFAULT_REPORT_RETENTION_DAYS, Services
+from exporter.core.errors import InputError
+from exporter.flow import finish, retention, runs, sending
+from exporter.flow.services import DEFAULT_REPORT_RETENTION_DAYS
+from exporter.model.runs import utcnow
+from exporter.wiring import services_from_env
 from tests.support.flow import ListWorld
 from tests.support.sandbox import SandboxProcess
 
@@ -91,4 +92,4 @@ def test_reject_reports_are_deleted_after_their_retention(world: World) -> None:
 @pytest.mark.parametrize("value", ["-1", "30.5", "forever", "3651"])
 def test_a_bad_retention_setting_is_refused_at_start(value: str) -> None:
     with pytest.raises(InputError, match="REJECT_REPORT_RETENTION_DAYS must be a whole number"):
-        Services.from_env({"REJECT_REPORT_RETENTION_DAYS": value, "AzureWebJobsStorage": "x"})
+        services_from_env({"REJECT_REPORT_RETENTION_DAYS": value, "AzureWebJobsStorage": "x"})

@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter import runs, sending, slots, verification
-from exporter.ledger import RunRecord
-from exporter.messages import (
+from exporter.flow import runs, sending, slots, verification
+from exporter.model.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
     IMPORT_JOBS,
@@ -28,7 +27,8 @@ from exporter.messages import (
     ListCheck,
     decode,
 )
-from exporter.storage import SnapshotVersion
+from exporter.model.runs import RunRecord
+from exporter.model.versions import SnapshotVersion
 from tests.support.flow import ListWorld
 from tests.support.sandbox import SandboxProcess, start_sandbox
 

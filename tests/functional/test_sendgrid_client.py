@@ -1,5 +1,5 @@
 """The SendGrid client against the sandbox over real HTTP: every call, and every error type;
-contact exports read back with `exporter.list_export`, and export file downloads (no API key,
+contact exports read back with `exporter.core.list_export`, and export file downloads (no API key,
 URL policy, caps, error types) also against a plain local file server."""
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from typing import ClassVar
 import pytest
 import urllib3
 
-import exporter.sendgrid as sendgrid_module
-from exporter.list_export import read_export
-from exporter.sendgrid import (
+import exporter.adapters.sendgrid as sendgrid_module
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.core.list_export import read_export
+from exporter.ports.sendgrid import (
     ExportFileGone,
     NotFound,
     RateLimited,
     Rejected,
-    SendGridClient,
     TransientError,
     Unauthorized,
 )
-from exporter.settings import SendGridSettings
 from tests.support.sandbox import start_sandbox
 
 pytestmark = pytest.mark.functional
@@ -132,7 +132,7 @@ def test_lists_get_find_and_page(sg):
     assert sg.get_list(created[2].id).name == "list 2"
     assert sg.find_list("list 4") == sg.get_list(created[4].id)
     assert sg.find_list("no such list") is None
-    import exporter.sendgrid as module
+    import exporter.adapters.sendgrid as module
 
     saved = module.LIST_PAGE_SIZE
     module.LIST_PAGE_SIZE = 2  # five lists in three pages
@@ -521,7 +521,9 @@ def test_export_logs_carry_templates_not_ids_or_signatures(sg, sandbox, caplog):
     sg.open_export_file(url).close()
 
     # Our own lines only: urllib3 logs whole URLs at DEBUG (keep it above DEBUG in production).
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "exporter.sendgrid")
+    text = "\n".join(
+        r.getMessage() for r in caplog.records if r.name == "exporter.adapters.sendgrid"
+    )
     assert "sendgrid POST /v3/marketing/contacts/exports -> 202" in text
     assert "sendgrid GET /v3/marketing/contacts/exports/{id} -> 200" in text
     assert "export file from http://127.0.0.1" in text

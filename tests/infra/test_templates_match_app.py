@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from exporter.ledger import TABLE
-from exporter.messages import POISON_SUFFIX
-from exporter.storage import APP_CONTAINER, QUEUES, SEGMENTS
+from exporter.adapters.azure_storage import QUEUES
+from exporter.adapters.table_ledger import TABLE
+from exporter.model.layout import APP_CONTAINER, SEGMENTS
+from exporter.model.messages import POISON_SUFFIX
 
 pytestmark = pytest.mark.infra
 

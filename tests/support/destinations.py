@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.destinations import Consent, Destination
+from exporter.model.destinations import Consent, Destination
 
 
 def destination(mapping: dict[str, str], **values: Any) -> Destination:

@@ -13,20 +13,20 @@ from typing import IO, Any
 
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from exporter import cdm
-from exporter.batching import ContactStream
-from exporter.snapshots import Parts
-from exporter.state import Delta, Member, state_size, write_state
-from exporter.storage import (
+from exporter.core import cdm
+from exporter.core.batching import ContactStream
+from exporter.core.snapshots import Parts
+from exporter.core.synced_state import Delta, Member, state_size, write_state
+from exporter.model.layout import cdm_pointer_blob
+from exporter.model.versions import (
     SnapshotVersion,
-    cdm_pointer_blob,
     entity_of,
     is_newer,
     is_snapshot_file,
-    open_entity,
     pointer_json,
     pointer_version,
 )
+from exporter.ports.storage import open_entity
 
 
 @dataclass

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from exporter import runs, sending, verification
-from exporter.destinations import Consent, Destination, MemoryDestinationStore
-from exporter.ledger import MemoryRunLedger
-from exporter.messages import (
+from exporter.adapters.secrets import EnvSecretProvider
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.adapters.settings import SendGridSettings
+from exporter.flow import runs, sending, verification
+from exporter.flow.services import Services
+from exporter.model.destinations import Consent, Destination
+from exporter.model.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
     IMPORT_JOBS,
@@ -26,16 +29,15 @@ from exporter.messages import (
     ListCheck,
     decode,
 )
-from exporter.secrets import EnvSecretProvider
-from exporter.sendgrid import SendGridClient
-from exporter.settings import SendGridSettings
 from tests.support.fakes import MemoryStorage
+from tests.support.memory_destinations import MemoryDestinationStore
+from tests.support.memory_ledger import MemoryRunLedger
 from tests.support.sandbox import SandboxProcess
 
 
 @dataclass
 class FlowWorld:
-    svc: runs.Services
+    svc: Services
     storage: MemoryStorage
     ledger: MemoryRunLedger
     destinations: MemoryDestinationStore
@@ -49,7 +51,7 @@ class FlowWorld:
     ) -> Self:
         """The flow on `sandbox`: the test's client uses `key`; the flow reads the API key from
         the secret SENDGRID_KEY_FLOW, which holds `secret` (default: `key`). `options` are further
-        `runs.Services` fields (looks at a list are taken at once, and again 0.2 s later,
+        `Services` fields (looks at a list are taken at once, and again 0.2 s later,
         unless they say otherwise)."""
         settings = SendGridSettings(base_url=sandbox.url, timeout_seconds=5)
         options = {"verify_delay": 0.0, "verify_lag": 0.2, **options}
@@ -57,12 +59,12 @@ class FlowWorld:
         storage = MemoryStorage()
         ledger = MemoryRunLedger()
         destinations = MemoryDestinationStore()
-        svc = runs.Services(
+        svc = Services(
             storage=storage,
             ledger=ledger,
             destinations=destinations,
             secrets=EnvSecretProvider({"SENDGRID_KEY_FLOW": key if secret is None else secret}),
-            sendgrid_settings=settings,
+            clients=lambda key: SendGridClient(key, settings),
             **options,
         )
         return cls(svc, storage, ledger, destinations, SendGridClient(key, settings), sandbox)

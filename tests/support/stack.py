@@ -8,8 +8,9 @@ from pathlib import Path
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from exporter.operations import upload_snapshot
-from exporter.storage import SnapshotVersion, Storage
+from exporter.adapters.azure_storage import Storage
+from exporter.admin.operations import upload_snapshot
+from exporter.model.versions import SnapshotVersion
 
 
 def drop_seen(

@@ -17,21 +17,23 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
 
-from exporter import admin
-from exporter.destinations import (
+from exporter.adapters.destination_store import BlobDestinationStore
+from exporter.adapters.secrets import EnvSecretProvider
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.admin import commands as admin
+from exporter.core.errors import InputError
+from exporter.core.paths import SEGMENT_PATTERN, valid_segment
+from exporter.flow.services import Services
+from exporter.model.destinations import (
     MAX_DOCUMENT_BYTES,
     MAX_MAPPING,
     MAX_SEGMENTS,
-    BlobDestinationStore,
     Destination,
-    MemoryDestinationStore,
     check_segment,
 )
-from exporter.errors import InputError
-from exporter.ledger import MemoryRunLedger
-from exporter.paths import SEGMENT_PATTERN, valid_segment
-from exporter.runs import Services
-from exporter.secrets import EnvSecretProvider, key_unavailable
+from exporter.ports.secrets import key_unavailable
+from tests.support.memory_destinations import MemoryDestinationStore
+from tests.support.memory_ledger import MemoryRunLedger
 
 LIST_ID = "0b6a4a0e-8d1c-4f63-9b8e-8a1f1c3c7c11"
 KEY = "SG.unit-admin-key"
@@ -131,6 +133,7 @@ def services(**settings: str) -> Services:
         ledger=MemoryRunLedger(),
         destinations=MemoryDestinationStore(),
         secrets=EnvSecretProvider(settings),
+        clients=SendGridClient,
     )
 
 

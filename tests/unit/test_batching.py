@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.batching import Batch, BatchLimits, BatchPacker, envelope, utf8_size
+from exporter.core.batching import Batch, BatchLimits, BatchPacker, envelope, utf8_size
 
 LIST_IDS = ("3f1c2a9e-0b7d-4c55-9a4e-1d2b3c4d5e6f",)
 
@@ -103,7 +103,7 @@ def test_envelope_and_body():
 
 
 def test_a_body_built_from_blob_bytes_equals_one_built_from_text():
-    from exporter.batching import upsert_body
+    from exporter.core.batching import upsert_body
 
     text = '[{"email":"a@b.co","first_name":"Zoë"},{"email":"c@d.co"}]'
     assert upsert_body(LIST_IDS, text.encode()) == upsert_body(LIST_IDS, text)
@@ -121,7 +121,7 @@ def test_a_body_built_from_blob_bytes_equals_one_built_from_text():
     cuts=st.lists(st.integers(0, 5000), max_size=8),
 )
 def test_a_streamed_body_equals_the_whole_body_wherever_the_reads_end(contacts, cuts):
-    from exporter.batching import ContactStream, upsert_body, upsert_body_stream
+    from exporter.core.batching import ContactStream, upsert_body, upsert_body_stream
 
     data = json.dumps(contacts, ensure_ascii=False, separators=(",", ":")).encode()
     points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
@@ -142,7 +142,7 @@ def test_a_streamed_body_equals_the_whole_body_wherever_the_reads_end(contacts, 
     ],
 )
 def test_a_streamed_batch_that_is_not_one_array_fails_before_its_end(data, size, message):
-    from exporter.batching import ContactStream, upsert_body_stream
+    from exporter.core.batching import ContactStream, upsert_body_stream
 
     _, body = upsert_body_stream(LIST_IDS, ContactStream(size, iter([data[:7], data[7:]])))
     with pytest.raises(ValueError, match=message):

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from exporter import cdm
-from exporter.errors import MappingError, SnapshotError
-from exporter.planning import RejectedRow, plan
-from exporter.snapshots import BLANK, Part, Parts, Record, open_snapshot
+from exporter.core import cdm
+from exporter.core.errors import MappingError, SnapshotError
+from exporter.core.planning import RejectedRow, plan
+from exporter.core.snapshots import BLANK, Part, Parts, Record, open_snapshot
 
 MANIFEST = "ci/BlobExport/model.json"
 AZURE = "https://acct.blob.core.windows.net/segments/ci/BlobExport/HighValue/2026/11/24/1433"

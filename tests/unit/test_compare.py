@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 
-from exporter.compare import Comparer
-from exporter.contacts import ContactBuilder
-from exporter.mapping import CustomField, FieldMapping, field_spec
-from exporter.planning import plan
-from exporter.snapshots import open_snapshot
-from exporter.state import Delta, SyncedState, email_key
+from exporter.core.compare import Comparer
+from exporter.core.contacts import ContactBuilder
+from exporter.core.mapping import CustomField, FieldMapping, field_spec
+from exporter.core.planning import plan
+from exporter.core.snapshots import open_snapshot
+from exporter.core.synced_state import Delta, SyncedState, email_key
 
 FIELDS = ("first_name", "city", "custom:score")
 CUSTOM = {"score": CustomField("e1_N", "score", "Number")}

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from exporter.contacts import (
+from exporter.core.contacts import (
     CUSTOM_TEXT_MAX,
     REJECT_REASONS,
     ContactBuilder,
@@ -11,8 +11,8 @@ from exporter.contacts import (
     number_value,
     truncate,
 )
-from exporter.mapping import CustomField, field_spec
-from exporter.snapshots import FIELD_CAP, RowProblem
+from exporter.core.mapping import CustomField, field_spec
+from exporter.core.snapshots import FIELD_CAP, RowProblem
 
 
 def builder(*names, fields=None):
@@ -134,8 +134,8 @@ def test_mapped_field_over_our_cap_rejects_the_row_even_with_a_sendgrid_limit(fi
 def test_multi_line_quoted_field_over_the_cap_is_rejected_through_the_reader():
     import io
 
-    from exporter.mapping import FieldMapping
-    from exporter.planning import plan_file
+    from exporter.core.mapping import FieldMapping
+    from exporter.core.planning import plan_file
 
     note = "\n".join(["x" * 1000] * 70)  # 70 KB in short lines: no long physical line
     data = f'Email,Note\na@b.co,"{note}"\nc@d.co,ok\n'.encode()
@@ -320,9 +320,9 @@ def test_email_problem_never_echoes_the_address():
 
 
 def test_date_answers_are_remembered_up_to_a_bound_and_stay_right(monkeypatch):
-    import exporter.contacts
+    import exporter.core.contacts
 
-    monkeypatch.setattr(exporter.contacts, "_DATE_CACHE", 2)
+    monkeypatch.setattr(exporter.core.contacts, "_DATE_CACHE", 2)
     b = builder("custom:since:Date")
     days = ["2024-05-01", "bad", "2024-05-01", "2024-05-02", "2024-05-03", "bad", "2024-05-03"]
     answers = [b.build(("a@b.co", day)) for day in days]

@@ -6,11 +6,12 @@ from typing import cast
 
 import pytest
 
-from exporter.destinations import Destination
-from exporter.errors import InputError, MappingError
-from exporter.fields import mapped_custom_fields, match_custom_fields, resolve_custom_fields
-from exporter.mapping import CustomField, FieldMapping, field_spec
-from exporter.sendgrid import FieldDefinition, FieldDefinitions, Rejected, SendGridClient
+from exporter.adapters.sendgrid import SendGridClient
+from exporter.core.errors import InputError, MappingError
+from exporter.core.mapping import CustomField, FieldMapping, field_spec
+from exporter.flow.fields import mapped_custom_fields, match_custom_fields, resolve_custom_fields
+from exporter.model.destinations import Destination
+from exporter.ports.sendgrid import FieldDefinition, FieldDefinitions, Rejected
 from tests.support.destinations import destination
 
 SUFFIX = {"Text": "T", "Number": "N", "Date": "D"}

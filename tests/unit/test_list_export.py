@@ -9,14 +9,9 @@ from typing import IO
 
 import pytest
 
-from exporter import list_export
-from exporter.errors import ExporterError
-from exporter.list_export import (
-    MAX_COLUMNS,
-    MAX_ROW_BYTES,
-    ExportFormatError,
-    read_export,
-)
+from exporter.core import list_export
+from exporter.core.errors import ExporterError
+from exporter.core.list_export import MAX_COLUMNS, MAX_ROW_BYTES, ExportFormatError, read_export
 
 HEADER = (
     "EMAIL,FIRST_NAME,LAST_NAME,ADDRESS_LINE_1,ADDRESS_LINE_2,CITY,STATE_PROVINCE_REGION,"

@@ -1,8 +1,8 @@
 import pytest
 
-from exporter.errors import MappingError
-from exporter.mapping import FieldMapping, field_spec, normalise_column
-from exporter.samples import HEADER
+from exporter.core.errors import MappingError
+from exporter.core.mapping import FieldMapping, field_spec, normalise_column
+from exporter.core.samples import HEADER
 
 
 def resolved(columns, *items):

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from exporter import runs
-from exporter.messages import (
+from exporter.flow import runs
+from exporter.model.messages import (
     MAX_BATCH_INDEX,
     MAX_MESSAGE_BYTES,
     BadMessage,
@@ -22,7 +22,7 @@ from exporter.messages import (
     decode,
     excerpt,
 )
-from exporter.storage import SnapshotVersion
+from exporter.model.versions import SnapshotVersion
 
 WHEN = datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
 RUN_ID = runs.make_run_id(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter import paths
+from exporter.core import paths
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter import snapshots
-from exporter.batching import BatchLimits
-from exporter.errors import SnapshotError
-from exporter.planning import OverCap, plan, plan_file
-from exporter.snapshots import Part, Parts, open_snapshot
+from exporter.core import snapshots
+from exporter.core.batching import BatchLimits
+from exporter.core.errors import SnapshotError
+from exporter.core.planning import OverCap, plan, plan_file
+from exporter.core.snapshots import Part, Parts, open_snapshot
 
 HEADER = ["Email", "FirstName", "Note"]
 INVALID = [

@@ -8,10 +8,15 @@ import io
 
 import pytest
 
-from exporter.ledger import RunRecord
-from exporter.planning import RejectedRow
-from exporter.reporting import RejectSample, RunDetails, details_json, summary
-from exporter.reports import FORMULA_STARTS, REPORT_COLUMNS, RejectReport, spreadsheet_safe
+from exporter.admin.views import RejectSample, RunDetails, details_json, summary
+from exporter.core.planning import RejectedRow
+from exporter.core.reject_report import (
+    FORMULA_STARTS,
+    REPORT_COLUMNS,
+    RejectReport,
+    spreadsheet_safe,
+)
+from exporter.model.runs import RunRecord
 
 ONE = "ci/BlobExport/HighValue/2026/11/24/1433/HighValue_1.csv"
 TWO = "ci/BlobExport/HighValue/2026/11/24/1433/HighValue_2.csv"

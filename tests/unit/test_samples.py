@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.samples import HEADER, SampleSummary, generate
+from exporter.core.samples import HEADER, SampleSummary, generate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -222,7 +222,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.run(
-        [sys.executable, "-m", "exporter.samples", *args],
+        [sys.executable, "-m", "exporter.core.samples", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

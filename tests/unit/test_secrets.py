@@ -22,25 +22,26 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from exporter import services as services_module
-from exporter.destinations import Destination
-from exporter.errors import InputError
-from exporter.secrets import (
+from exporter.adapters.secrets import (
     EnvSecretProvider,
     KeyVaultSecretProvider,
+    check_key_vault_name,
+    secret_provider,
+)
+from exporter.adapters.settings import SendGridSettings
+from exporter.core.errors import InputError
+from exporter.flow.services import Services
+from exporter.model.destinations import Destination
+from exporter.model.keys import is_key_name
+from exporter.ports.secrets import (
     SecretAccessDenied,
     SecretNameError,
     SecretNotAKey,
     SecretNotFound,
     SecretUnavailable,
     check_key,
-    check_key_vault_name,
-    is_key_name,
     key_unavailable,
-    secret_provider,
 )
-from exporter.services import Services
-from exporter.settings import SendGridSettings
 
 VAULT = "https://contoso-exports.vault.azure.net"
 KEY = "SG.unit-test-key-one"
@@ -400,13 +401,12 @@ class RecordingClient:
 
 def services(secrets: StubSecrets) -> Services:
     none: Any = None  # storage, ledger and destinations play no part in making clients
-    return Services(storage=none, ledger=none, destinations=none, secrets=secrets)
+    return Services(
+        storage=none, ledger=none, destinations=none, secrets=secrets, clients=RecordingClient
+    )
 
 
-def test_services_replaces_a_destinations_client_when_its_key_rotates(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(services_module, "SendGridClient", RecordingClient)
+def test_services_replaces_a_destinations_client_when_its_key_rotates() -> None:
     secrets = StubSecrets({"sendgrid-key-test": KEY, "sendgrid-key-other": "SG.other"})
     svc = services(secrets)
     destination = Destination.model_construct(api_key_secret="sendgrid-key-test")

@@ -3,8 +3,7 @@
 import email.utils
 import time
 
-from exporter.redact import mask_emails
-from exporter.sendgrid import (
+from exporter.adapters.sendgrid import (
     RateLimit,
     SendGridClient,
     _errors,
@@ -13,6 +12,7 @@ from exporter.sendgrid import (
     _retry_after,
     _template,
 )
+from exporter.core.redact import mask_emails
 
 
 def test_retry_after_prefers_retry_after_seconds():

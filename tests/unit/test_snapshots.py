@@ -22,11 +22,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter import snapshots
-from exporter.errors import MappingError, SnapshotError
-from exporter.mapping import FieldMapping
-from exporter.planning import PlanStats, RejectedRow, plan_file
-from exporter.snapshots import (
+from exporter.core import snapshots
+from exporter.core.errors import MappingError, SnapshotError
+from exporter.core.mapping import FieldMapping
+from exporter.core.planning import PlanStats, RejectedRow, plan_file
+from exporter.core.snapshots import (
     BLANK,
     FIELD_CAP,
     LINE_CAP,

@@ -1,0 +1,1 @@
+"""The outside world: Azure Storage, Table storage, Key Vault, SendGrid."""

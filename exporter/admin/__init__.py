@@ -1,0 +1,1 @@
+"""Administration shared by the CLI and the HTTP API."""

@@ -1,0 +1,1 @@
+"""A run's steps: request, plan, send, follow, verify, finish."""

@@ -1,0 +1,1 @@
+"""What the app talks about: runs, destinations, messages, snapshot versions."""

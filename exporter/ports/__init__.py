@@ -1,0 +1,1 @@
+"""What the flow needs from the outside world, as Protocols (and their errors)."""
