@@ -275,8 +275,11 @@ class _Counted(io.BufferedIOBase):
         text decoder takes what it gets, and a line is never split across two blocks."""
         while True:
             if self._pending:
-                data, at = self._pending, self._pending_at
-                self._pending = b""
+                # At most a chunk at a time (the file's head may be longer than a tiny line
+                # cap): only a line that crosses a chunk boundary needs measuring.
+                data, at = self._pending[: self._chunk], self._pending_at
+                self._pending = self._pending[self._chunk :]
+                self._pending_at += len(data)
             else:
                 at = self.total
                 data = self._pull(self._chunk)
@@ -298,7 +301,7 @@ class _Counted(io.BufferedIOBase):
             if end < 0:
                 return None  # still inside the long line: dropped
             self._skipping = False
-            self._pending, self._pending_at = data[end + 1 :], at + end + 1
+            self._pending, self._pending_at = data[end + 1 :] + self._pending, at + end + 1
             return self._cut()
         first = data.find(b"\n")
         if first < 0:
@@ -314,7 +317,7 @@ class _Counted(io.BufferedIOBase):
         if length > self.line_cap:
             self._skip_at = self._held_at if self._held else at
             self._held, self._held_len = [], 0
-            self._pending, self._pending_at = data[first + 1 :], at + first + 1
+            self._pending, self._pending_at = data[first + 1 :] + self._pending, at + first + 1
             return self._cut()
         if length > FIELD_CAP:
             self.suspicious = True
