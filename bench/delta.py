@@ -88,8 +88,9 @@ def export(
 ) -> dict[str, Any]:
     """Upload `path` and follow its run; or (`verify_only`: a snapshot's blob name) export that
     snapshot again on demand with `verify`, and follow that run."""
-    from exporter.admin import commands as admin
+    from exporter.admin.exports import export_now
     from exporter.admin.operations import follow, follow_runs, upload_snapshot
+    from exporter.admin.requests import ExportBody
 
     before = counters(stack.sandbox_url)
     host = stack.host.pid
@@ -101,8 +102,8 @@ def export(
 
     start = time.perf_counter()
     if verify_only:
-        body = admin.ExportBody(snapshot=verify_only, verify=True)
-        started = admin.export_now(svc, "bench", body, trigger="cli")
+        body = ExportBody(snapshot=verify_only, verify=True)
+        started = export_now(svc, "bench", body, trigger="cli")
         ids = [r.run_id for r in started.runs]
         (run,) = follow_runs(svc, ids, timeout=3600, on_progress=watch, poll=0.2)
     else:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from exporter.adapters.azure_storage import Storage
-    from exporter.admin.commands import add_destination
+    from exporter.admin.destinations import add_destination
     from exporter.local.stack import Stack
     from exporter.wiring import services_from_env
 

@@ -47,7 +47,7 @@ def pipeline(stack: Any, path: Path, segment: str) -> dict[str, Any]:
     from exporter.adapters.azure_storage import Storage
     from exporter.adapters.sendgrid import SendGridClient
     from exporter.adapters.settings import SendGridSettings
-    from exporter.admin.commands import add_destination
+    from exporter.admin.destinations import add_destination
     from exporter.admin.operations import follow, upload_snapshot
     from exporter.wiring import services_from_env
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from exporter.adapters.azure_storage import Storage
-    from exporter.admin.commands import add_destination
+    from exporter.admin.destinations import add_destination
     from exporter.admin.operations import follow, upload_snapshot
     from exporter.local.stack import Stack
     from exporter.wiring import services_from_env

@@ -9,71 +9,44 @@ Built on urllib3 rather than the official `sendgrid` package, whose transport
 - it opens a new connection (TLS handshake) for every request, and timeouts or connection
   errors surface as raw urllib exceptions.
 
-Here: one pooled keep-alive connection per host, a timeout on every call, no retries inside the
-client (queues retry, with the delays SendGrid asks for), and errors as the types of
-`exporter.ports.sendgrid`. The API key never appears in an exception, a repr or a log line.
+Here (`exporter.adapters.sendgrid_transport`): one pooled keep-alive connection per host, a
+timeout on every call, no retries inside the client (queues retry, with the delays SendGrid asks
+for), and errors as the types of `exporter.ports.sendgrid`. The API key never appears in an
+exception, a repr or a log line.
 
 A list's full membership comes from a contact export (`start_export`, `export_status`, then
 `open_export_file` per URL; `exporter.core.list_export` reads the files). Export files live
-behind presigned URLs on another host (S3): they are fetched without the API key, only over
-https (or from the configured base URL itself, for the local sandbox), streamed and capped at
-`MAX_EXPORT_FILE_BYTES`; their URLs (whose query is a credential) are never logged.
+behind presigned URLs on another host (S3): `exporter.adapters.sendgrid_export_files` fetches
+them without the API key, under its URL policy and size cap.
 """
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import io
 import json
-import logging
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import IO, Any, Final
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import urllib3
 
+from exporter.adapters import sendgrid_export_files
+from exporter.adapters.sendgrid_transport import Transport
 from exporter.adapters.settings import SendGridSettings
 from exporter.core.batching import ContactStream, upsert_body, upsert_body_stream
 from exporter.core.redact import mask_emails
 from exporter.ports.sendgrid import (
     REMOVE_CHUNK,
     SEARCH_CHUNK,
-    ApiError,
     ContactExport,
     ContactList,
-    ExportFileGone,
     FieldDefinition,
     FieldDefinitions,
     ImportJob,
     NotFound,
-    RateLimited,
-    Rejected,
     TransientError,
-    Unauthorized,
 )
 
-log = logging.getLogger(__name__)
-
-
 LIST_PAGE_SIZE: Final = 1000
-
-
-MAX_EXPORT_FILE_BYTES: Final = 4 * 1024**3
-"""At most this many bytes of one export file are read (as sent: gzip-compressed). SendGrid
-splits an export by `max_file_size` (1,000 MB by default here), and gzip shrinks contact rows
-about 4:1, so a real file stays far below; beyond it the download fails as `Rejected`."""
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """What `X-RateLimit-*` said on the latest answer; `reset_at` is epoch seconds."""
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset_at: float | None = None
 
 
 class SendGridClient:
@@ -86,24 +59,11 @@ class SendGridClient:
         *,
         pool: urllib3.PoolManager | None = None,
     ) -> None:
-        if not api_key or not api_key.strip():
-            raise Unauthorized("no SendGrid API key was given")
-        self.settings = settings or SendGridSettings()
-        self._base = self.settings.base_url
-        self._headers = {
-            "Authorization": f"Bearer {api_key.strip()}",
-            "Accept": "application/json",
-            "User-Agent": "segment-sendgrid-exporter",
-        }
-        self._timeout = urllib3.Timeout(
-            connect=self.settings.connect_timeout_seconds, read=self.settings.timeout_seconds
-        )
-        self._owns_pool = pool is None
-        self._pool = pool or urllib3.PoolManager(num_pools=4, maxsize=8, retries=False)
-        self._limits: dict[str, RateLimit] = {}
+        self._http = Transport(api_key, settings or SendGridSettings(), pool=pool)
+        self.settings = self._http.settings
 
     def __repr__(self) -> str:
-        return f"SendGridClient(base_url={self._base!r}, api_key=<hidden>)"
+        return f"SendGridClient(base_url={self._http.base!r}, api_key=<hidden>)"
 
     def close(self) -> None:
         """Let go of the keep-alive connections of the pool this client made (a pool passed in
@@ -114,8 +74,7 @@ class SendGridClient:
         without closing them under a request in flight; each pool's idle connections are closed
         as soon as no request holds it (at once when none does).
         """
-        if self._owns_pool:
-            self._pool.clear()
+        self._http.close()
 
     # --- the calls an export makes -----------------------------------------------------------
 
@@ -127,14 +86,14 @@ class SendGridClient:
         """
         if isinstance(contacts, ContactStream):
             length, chunks = upsert_body_stream(list_ids, contacts)
-            answer = self._call("PUT", "/v3/marketing/contacts", body=chunks, length=length)
+            answer = self._http.call("PUT", "/v3/marketing/contacts", body=chunks, length=length)
         else:
             body = upsert_body(list_ids, contacts)
-            answer = self._call("PUT", "/v3/marketing/contacts", body=body)
+            answer = self._http.call("PUT", "/v3/marketing/contacts", body=body)
         return str(_require(answer, "job_id"))
 
     def import_status(self, job_id: str) -> ImportJob:
-        answer = self._call("GET", f"/v3/marketing/contacts/imports/{quote(job_id, safe='')}")
+        answer = self._http.call("GET", f"/v3/marketing/contacts/imports/{quote(job_id, safe='')}")
         results = answer.get("results") or {}
         return ImportJob(
             id=str(answer.get("id", job_id)),
@@ -147,14 +106,14 @@ class SendGridClient:
         )
 
     def field_definitions(self) -> FieldDefinitions:
-        answer = self._call("GET", "/v3/marketing/field_definitions")
+        answer = self._http.call("GET", "/v3/marketing/field_definitions")
         return FieldDefinitions(
             custom={d.name: d for d in map(_field, answer.get("custom_fields") or [])},
             reserved={d.name: d for d in map(_field, answer.get("reserved_fields") or [])},
         )
 
     def create_field(self, name: str, field_type: str) -> FieldDefinition:
-        answer = self._call(
+        answer = self._http.call(
             "POST",
             "/v3/marketing/field_definitions",
             body=_json({"name": name, "field_type": field_type}),
@@ -162,13 +121,13 @@ class SendGridClient:
         return _field(answer)
 
     def get_list(self, list_id: str) -> ContactList:
-        return _list(self._call("GET", f"/v3/marketing/lists/{quote(list_id, safe='')}"))
+        return _list(self._http.call("GET", f"/v3/marketing/lists/{quote(list_id, safe='')}"))
 
     def lists(self) -> Iterator[ContactList]:
         """Every list of the account, page by page."""
         query: dict[str, str] = {"page_size": str(LIST_PAGE_SIZE)}
         while True:
-            answer = self._call("GET", "/v3/marketing/lists", query=query)
+            answer = self._http.call("GET", "/v3/marketing/lists", query=query)
             for item in answer.get("result") or []:
                 yield _list(item)
             # Follow only the page token, never the absolute `next` URL: it names a host, and
@@ -182,18 +141,18 @@ class SendGridClient:
         return next((lst for lst in self.lists() if lst.name == name), None)
 
     def create_list(self, name: str) -> ContactList:
-        return _list(self._call("POST", "/v3/marketing/lists", body=_json({"name": name})))
+        return _list(self._http.call("POST", "/v3/marketing/lists", body=_json({"name": name})))
 
     def list_count(self, list_id: str) -> int:
         path = f"/v3/marketing/lists/{quote(list_id, safe='')}/contacts/count"
-        return int(_require(self._call("GET", path), "contact_count"))
+        return int(_require(self._http.call("GET", path), "contact_count"))
 
     def search_emails(self, emails: Iterable[str]) -> dict[str, str]:
         """Contact ids of those emails that exist (lower-cased email -> id), 100 per call."""
         found: dict[str, str] = {}
         for chunk in _chunks(emails, SEARCH_CHUNK):
             try:
-                answer = self._call(
+                answer = self._http.call(
                     "POST", "/v3/marketing/contacts/search/emails", body=_json({"emails": chunk})
                 )
             except NotFound:  # SendGrid answers 404 when none of the chunk exists
@@ -209,14 +168,14 @@ class SendGridClient:
         path = f"/v3/marketing/lists/{quote(list_id, safe='')}/contacts"
         jobs = []
         for chunk in _chunks(contact_ids, REMOVE_CHUNK):
-            answer = self._call("DELETE", path, query={"contact_ids": ",".join(chunk)})
+            answer = self._http.call("DELETE", path, query={"contact_ids": ",".join(chunk)})
             jobs.append(str(answer.get("job_id") or ""))
         return jobs
 
     def delete_list(self, list_id: str, *, delete_contacts: bool = False) -> None:
         """Delete a list; with `delete_contacts` also its contacts from the account (which
         counts against the monthly contact allotment when they come back: tests and tooling)."""
-        self._call(
+        self._http.call(
             "DELETE",
             f"/v3/marketing/lists/{quote(list_id, safe='')}",
             query={"delete_contacts": "true" if delete_contacts else "false"},
@@ -235,10 +194,14 @@ class SendGridClient:
                 "notifications": {"email": False},
             }
         )
-        return str(_require(self._call("POST", "/v3/marketing/contacts/exports", body=body), "id"))
+        return str(
+            _require(self._http.call("POST", "/v3/marketing/contacts/exports", body=body), "id")
+        )
 
     def export_status(self, export_id: str) -> ContactExport:
-        answer = self._call("GET", f"/v3/marketing/contacts/exports/{quote(export_id, safe='')}")
+        answer = self._http.call(
+            "GET", f"/v3/marketing/contacts/exports/{quote(export_id, safe='')}"
+        )
         urls = answer.get("urls")
         count = answer.get("contact_count")
         return ContactExport(
@@ -255,328 +218,18 @@ class SendGridClient:
 
     def open_export_file(self, url: str) -> IO[bytes]:
         """Stream one export file (its bytes as sent: gzip) without the API key; the caller
-        closes it. Only https:// URLs, or URLs on the configured base URL's own scheme, host
-        and port (the local sandbox over http), are fetched; others are `Rejected`.
-
-        A 403/404/410 is `ExportFileGone` (expired or gone: start a new export); 5xx, timeouts
-        and connection errors (also mid-file) are `TransientError`; more than
-        `MAX_EXPORT_FILE_BYTES` is `Rejected`. SendGrid's rate limits do not apply here.
-        """
-        where = _export_url_origin(url, self._base)
-        try:
-            response = self._pool.request(
-                "GET",
-                url,
-                headers={"Accept": "*/*", "User-Agent": self._headers["User-Agent"]},
-                timeout=self._timeout,
-                retries=False,
-                redirect=False,
-                preload_content=False,
-                decode_content=False,
-            )
-        except urllib3.exceptions.TimeoutError:
-            raise TransientError(
-                f"the export file server {where} did not answer within the timeout"
-            ) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(
-                f"cannot reach the export file server {where} ({type(exc).__name__})"
-            ) from None
-        status = response.status
-        log.debug("sendgrid export file from %s -> %s", where, status)
-        if status != 200:
-            _discard(response)
-            if status in (403, 404, 410):
-                raise ExportFileGone(
-                    f"the export file has expired or is gone (HTTP {status} from {where}); "
-                    "start a new export",
-                    status=status,
-                )
-            if status == 429:
-                raise RateLimited(
-                    f"the export file server {where} asks to slow down",
-                    retry_after=_retry_after(response.headers, RateLimit()),
-                )
-            if status >= 500:
-                raise TransientError(
-                    f"the export file server {where} failed (HTTP {status})", status=status
-                )
-            raise Rejected(
-                f"the export file server {where} refused the download (HTTP {status})",
-                status=status,
-            )
-        length = _int(response.headers.get("Content-Length"))
-        if length is not None and length > MAX_EXPORT_FILE_BYTES:
-            _discard(response)
-            raise Rejected(
-                f"the export file is {length:,} bytes, more than the "
-                f"{MAX_EXPORT_FILE_BYTES:,} this client reads"
-            )
-        return io.BufferedReader(_ExportFile(response, where), buffer_size=1 << 16)
-
-    # --- transport -------------------------------------------------------------------------
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: bytes | Iterator[bytes] | None = None,
-        length: int | None = None,
-    ) -> dict[str, Any]:
-        """One request. A body given as chunks needs its `length` (sent as Content-Length, so
-        the body is not chunk-encoded and streams straight through)."""
-        endpoint = f"{method} {_template(path)}"
-        self._respect_known_limit(endpoint)
-        url = self._base + path + (f"?{urlencode(query, safe=',')}" if query else "")
-        headers = dict(self._headers)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-            if not isinstance(body, bytes):
-                if length is None:
-                    raise ValueError("a body given as chunks needs its length")
-                headers["Content-Length"] = str(length)
-        started = time.monotonic()
-        try:
-            response = self._pool.request(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                timeout=self._timeout,
-                retries=False,
-                redirect=False,
-                preload_content=True,
-            )
-        except urllib3.exceptions.TimeoutError:
-            raise TransientError(f"SendGrid did not answer {endpoint} within the timeout") from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(
-                f"cannot reach SendGrid for {endpoint} ({type(exc).__name__})"
-            ) from None
-        status = response.status
-        limit = _rate_limit(response.headers)
-        self._limits[endpoint] = limit
-        log.debug(
-            "sendgrid %s -> %s in %.0f ms (rate limit remaining %s)",
-            endpoint,
-            status,
-            (time.monotonic() - started) * 1000,
-            limit.remaining,
-        )
-        if 200 <= status < 300:
-            return _decode(response.data)
-        errors = _errors(response.data)
-        if status == 429:
-            raise RateLimited(
-                f"SendGrid rate limit reached for {endpoint}",
-                retry_after=_retry_after(response.headers, limit),
-            )
-        if status in (401, 403):
-            raise Unauthorized(
-                f"SendGrid refused the API key for {endpoint} (HTTP {status}); check that the "
-                "key is current and has the Marketing Campaigns scopes",
-                status=status,
-                errors=errors,
-            )
-        if status == 404:
-            raise NotFound(f"SendGrid: not found ({endpoint})", status=status, errors=errors)
-        if status >= 500:
-            raise TransientError(
-                f"SendGrid failed on {endpoint} (HTTP {status})", status=status, errors=errors
-            )
-        raise Rejected(
-            f"SendGrid rejected {endpoint} (HTTP {status})", status=status, errors=errors
-        )
-
-    def _respect_known_limit(self, endpoint: str) -> None:
-        """Honour `X-RateLimit-Remaining: 0` without spending a request on a sure 429."""
-        limit = self._limits.get(endpoint)
-        if limit is None or limit.remaining != 0 or limit.reset_at is None:
-            return
-        wait = limit.reset_at - time.time()
-        if wait > 0:
-            raise RateLimited(
-                f"SendGrid rate limit for {endpoint} is used up until its reset",
-                retry_after=max(1.0, wait),
-                status=None,
-            )
-
-
-def _template(path: str) -> str:
-    """`/v3/marketing/lists/<id>/contacts` for logs and rate-limit keys (ids are not logged)."""
-    parts = path.split("/")
-    known = {"v3", "marketing", "contacts", "lists", "imports", "search", "emails", "count"}
-    known |= {"field_definitions", "exports"}
-    return "/".join(p if p in known or not p else "{id}" for p in parts)
-
-
-def _export_url_origin(url: str, base: str) -> str:
-    """`scheme://host[:port]` of an export file URL we may fetch, else `Rejected`: https, or
-    exactly the base URL's scheme, host and port. Never a path, query or credentials (in the
-    message either: a presigned URL's query is a credential)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        base_parts = urlsplit(base)
-        base_port = base_parts.port
-    except (TypeError, ValueError):
-        raise Rejected("the export file URL is not a valid URL") from None
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if not host or scheme not in ("http", "https"):
-        shown = f"a {scheme}: URL" if scheme else "a URL without a scheme"
-        raise Rejected(
-            f"refusing to fetch an export file from {shown}: only https:// URLs (or the "
-            "configured SendGrid base URL) are allowed"
-        )
-    defaults = {"http": 80, "https": 443}
-    where = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
-    if parts.username is not None or parts.password is not None:
-        raise Rejected(f"refusing to fetch an export file from a URL with credentials ({where})")
-    same_origin = (
-        scheme == base_parts.scheme.lower()
-        and host == (base_parts.hostname or "").lower()
-        and (port or defaults[scheme]) == (base_port or defaults.get(scheme))
-    )
-    if scheme != "https" and not same_origin:
-        raise Rejected(
-            f"refusing to fetch an export file over plain http from {where}: only https:// URLs "
-            "(or the configured SendGrid base URL) are allowed"
-        )
-    return where
-
-
-def _discard(response: urllib3.BaseHTTPResponse) -> None:
-    """Let go of an answer whose body we do not want: its connection is closed, not reused."""
-    response.close()
-    response.release_conn()
-
-
-class _ExportFile(io.RawIOBase):
-    """An export file's body as it arrives, capped at MAX_EXPORT_FILE_BYTES, with transport
-    errors as `TransientError`s. Closing it closes the connection unless the body was read."""
-
-    def __init__(self, response: urllib3.BaseHTTPResponse, where: str) -> None:
-        super().__init__()
-        self._response = response
-        self._where = where
-        self._read = 0
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), MAX_EXPORT_FILE_BYTES + 1 - self._read)
-        try:
-            data = self._response.read(max(want, 1))
-        except urllib3.exceptions.TimeoutError:
-            raise TransientError(
-                f"the export file server {self._where} stopped sending within the timeout"
-            ) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TransientError(
-                f"the export file download from {self._where} broke off ({type(exc).__name__})"
-            ) from None
-        if not data:
-            self._done = True
-            return 0
-        self._read += len(data)
-        if self._read > MAX_EXPORT_FILE_BYTES:
-            raise Rejected(
-                f"the export file is larger than the {MAX_EXPORT_FILE_BYTES:,} bytes this "
-                "client reads"
-            )
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            if not self._done:
-                self._response.close()
-            self._response.release_conn()
-        super().close()
+        closes it. What is fetched, and the errors: `sendgrid_export_files.open_export_file`."""
+        return sendgrid_export_files.open_export_file(self._http, url)
 
 
 def _json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _decode(data: bytes) -> dict[str, Any]:
-    if not data:
-        return {}
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise TransientError("SendGrid answered with a body that is not JSON") from None
-    return value if isinstance(value, dict) else {"result": value}
-
-
 def _require(answer: Mapping[str, Any], key: str) -> Any:
     if key not in answer:
         raise TransientError(f"SendGrid's answer lacks {key!r}")
     return answer[key]
-
-
-def _errors(data: bytes) -> list[ApiError]:
-    try:
-        body = json.loads(data) if data else {}
-    except ValueError:
-        text = data[:200].decode("utf-8", "replace").strip()
-        return [ApiError(mask_emails(text))] if text else []
-    items = body.get("errors") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        return []
-    return [
-        ApiError(
-            mask_emails(str(item.get("message", ""))),
-            mask_emails(str(item["field"])) if item.get("field") else None,
-        )
-        for item in items
-        if isinstance(item, dict)
-    ]
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _rate_limit(headers: Mapping[str, str]) -> RateLimit:
-    reset = _int(headers.get("X-RateLimit-Reset"))
-    return RateLimit(
-        limit=_int(headers.get("X-RateLimit-Limit")),
-        remaining=_int(headers.get("X-RateLimit-Remaining")),
-        reset_at=float(reset) if reset is not None else None,
-    )
-
-
-def _retry_after(headers: Mapping[str, str], limit: RateLimit) -> float:
-    """Seconds until SendGrid will take requests again. The reset time is SendGrid's clock,
-    so it is measured against the answer's `Date` header, not ours."""
-    retry = headers.get("Retry-After")
-    if retry is not None:
-        seconds = _int(retry)
-        if seconds is None:
-            try:
-                seconds = int(email.utils.parsedate_to_datetime(retry).timestamp() - time.time())
-            except (TypeError, ValueError):
-                seconds = None
-        if seconds is not None:
-            return float(max(1, seconds))
-    if limit.reset_at is not None:
-        now = time.time()
-        date = headers.get("Date")
-        if date:
-            with contextlib.suppress(TypeError, ValueError):
-                now = email.utils.parsedate_to_datetime(date).timestamp()
-        return max(1.0, limit.reset_at - now)
-    return 1.0
 
 
 def _page_token(next_url: object) -> str | None:

@@ -1,7 +1,7 @@
 """What an operator does by hand: drop a snapshot, follow its runs (or any runs) to their end.
 
 Destinations, exports on demand and run details (shared by the CLI and the HTTP API) are in
-`exporter.admin.commands`.
+`exporter.admin.destinations`, `exporter.admin.exports` and `exporter.admin.runs`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from exporter.admin.views import Progress, progress
 from exporter.core.errors import InputError
-from exporter.flow.runs import segment_of
+from exporter.flow.run_requests import segment_of
 from exporter.flow.services import Services
 from exporter.model.runs import RunRecord
 from exporter.model.versions import SnapshotVersion, is_snapshot_file

@@ -7,10 +7,10 @@ entity is one segment snapshot: its name is the segment, its attributes are the 
 partitions are read in order as one file.
 
 This module only parses and checks: it turns a manifest's bytes into `Manifest` (entities that
-can be exported, and why the others cannot), resolves partition URLs to blob names in our
-`segments` container, and names an entity's snapshot. Reading blobs is the storage adapter's
-job (`exporter.adapters.azure_storage`); what happens when a manifest arrives is the flow's
-(`exporter.flow.runs`). No Azure imports, no network.
+can be exported, and why the others cannot), with each partition's blob in our `segments`
+container (resolved by `exporter.core.cdm_locations`), and names an entity's snapshot. Reading
+blobs is the storage adapter's job (`exporter.adapters.azure_storage`); what happens when a
+manifest arrives is the flow's (`exporter.flow.runs`). No Azure imports, no network.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from exporter.core import paths
+from exporter.core.cdm_locations import LocationError, blob_of
 from exporter.core.errors import InputError
-from exporter.core.snapshots import Part, Parts
+from exporter.core.snapshots.parts import Part, Parts
 
 MANIFEST: Final = "model.json"
 MAX_MANIFEST_BYTES: Final = 16 << 20
@@ -175,7 +175,7 @@ def parse_manifest(
     if not isinstance(entities, list) or not entities:
         raise ManifestError(f"{name} lists no entities: there is nothing to export")
 
-    resolve = functools.partial(_blob_of, manifest=name, container=container, account=account)
+    resolve = functools.partial(blob_of, manifest=name, container=container, account=account)
     parsed: dict[str, Entity] = {}
     rejected: dict[str, str] = {}
     for position, raw in enumerate(entities, start=1):
@@ -247,7 +247,7 @@ def _entity(raw: object, label: str, model_format: object, resolve: Callable[[st
             blob = resolve(location)
             settings = part.get("fileFormatSettings", entity_format)
             files.append(Partition(part_name, blob, _csv_format(settings, blob)))
-        except ManifestError as exc:
+        except (ManifestError, LocationError) as exc:
             raise ManifestError(f"partition {paths.shown(part_name, 100)}: {exc}") from None
     if not files:
         raise ManifestError("none of its partitions has a location: there is no data to read")
@@ -304,84 +304,6 @@ def _boolean(value: object, what: str) -> bool:
     raise ManifestError(f"its {what} is {value!r}, not true or false")
 
 
-def _blob_of(location: str, *, manifest: str, container: str, account: str | None) -> str:
-    """The blob a partition location names in our container, inside the manifest's folder.
-    Absolute URLs may be Azure's (`https://<account>.blob|dfs.core.windows.net/<container>/
-    <blob>`), path-style like Azurite's (`http://127.0.0.1:10000/<account>/<container>/<blob>`)
-    or ABFS/WASB (`abfss://<container>@<account>.dfs.core.windows.net/<blob>`); a location
-    without a scheme is relative to the manifest's folder. The path is percent-decoded until it
-    stops changing (`exporter.core.paths`), and the blob name is refused, never repaired, when it
-    could leave the container or the folder (`..`, `.`, empty segments, backslashes, control
-    characters, over 1,024 characters). A SAS token in the URL is dropped, and never shown."""
-    parts = urlsplit(location.strip())
-    scheme = parts.scheme.lower()
-    netloc = parts.netloc.rpartition("@")[2] if scheme in ("http", "https") else parts.netloc
-    where = f"location {paths.shown(urlunsplit((parts.scheme, netloc, parts.path, '', '')))}"
-    try:
-        path = paths.decode(parts.path)
-    except paths.PathError as exc:
-        raise ManifestError(f"{where}: its path {exc}") from None
-    if not scheme:
-        if parts.netloc:
-            raise ManifestError(f"{where} is not a URL or a relative path")
-        if path.startswith("/"):
-            raise ManifestError(
-                f"{where} is an absolute path: a relative location is read from the "
-                "model.json's folder"
-            )
-        return _checked_blob(f"{_folder(manifest)}/{path}", where, manifest, container)
-    if scheme in ("http", "https"):
-        labels = (parts.hostname or "").lower().split(".")
-        rest = path.removeprefix("/")
-        if len(labels) > 2 and labels[1] in ("blob", "dfs"):
-            url_account = labels[0]
-        else:  # path-style: the account is the first path segment (Azurite, the emulator)
-            url_account, _, rest = rest.partition("/")
-        url_container, _, blob = rest.partition("/")
-    elif scheme in ("abfs", "abfss", "wasb", "wasbs"):
-        url_container, _, host = parts.netloc.partition("@")
-        url_account, blob = host.split(".", 1)[0].lower(), path.removeprefix("/")
-    else:
-        raise ManifestError(f"{where}: {parts.scheme!r} URLs are not supported")
-    if account and url_account.lower() != account.lower():
-        raise ManifestError(
-            f"{where} is in storage account {paths.shown(url_account, 64)}, not in this app's "
-            f"account {account!r}"
-        )
-    if url_container != container:
-        raise ManifestError(
-            f"{where} is in container {paths.shown(url_container, 64)}, not in "
-            f"{container!r}: partitions are read only from the {container} container"
-        )
-    return _checked_blob(blob, where, manifest, container)
-
-
-def _folder(manifest: str) -> str:
-    """The CDM folder a model.json describes: the blob name's folder."""
-    return posixpath.dirname(manifest)
-
-
-def _checked_blob(blob: str, where: str, manifest: str, container: str) -> str:
-    """The blob, if it is a file inside the manifest's folder of `container`."""
-    if not blob or blob.endswith("/"):
-        raise ManifestError(f"{where} names a folder, not a file")
-    problem = paths.name_problem(blob)
-    if problem:
-        raise ManifestError(
-            f"{where} is not a safe blob name in the {container} container: {problem}; "
-            "it was not read"
-        )
-    folder = _folder(manifest)
-    if not blob.startswith(f"{folder}/"):
-        raise ManifestError(
-            f"{where} is outside the model.json's folder {folder}/: partitions are read only "
-            "from the CDM folder that lists them"
-        )
-    if blob == manifest:
-        raise ManifestError(f"{where} is the model.json itself")
-    return blob
-
-
 def _kind(value: object) -> str:
     names: dict[type, str] = {dict: "object", list: "array", str: "string", bool: "boolean"}
     return "null" if value is None else names.get(type(value), "number")
@@ -391,8 +313,8 @@ def _kind(value: object) -> str:
 
 
 def entity_parts(entity: Entity, open_partition: Callable[[Partition], IO[bytes]]) -> Parts:
-    """The entity as one snapshot in parts (see `exporter.core.snapshots.Parts`): each partition is
-    opened by `open_partition` only when the reader reaches it."""
+    """The entity as one snapshot in parts (see `exporter.core.snapshots.parts.Parts`): each
+    partition is opened by `open_partition` only when the reader reaches it."""
     return Parts(
         columns=entity.attributes,
         parts=tuple(

@@ -2,7 +2,7 @@
 
 The segment's side is a run's pending state: the members' email keys, the hashes of the contact
 JSON we build for them, and which mapped fields each contact holds
-(`exporter.core.synced_state`). A member read back is rebuilt with the same `ContactBuilder`
+(`exporter.core.synced_state.state`). A member read back is rebuilt with the same `ContactBuilder`
 from the values SendGrid shows for exactly those fields, so it hashes to the same value when
 SendGrid holds what we sent (numbers, dates and alternate emails are built in one canonical
 spelling: see `exporter.core.contacts`). Fields we did not send (blank in the segment) are not
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from exporter.core.contacts import ContactBuilder
-from exporter.core.synced_state import MASK_BITS, UNSENT, SyncedState, contact_key, email_key
+from exporter.core.synced_state.keys import contact_key, email_key
+from exporter.core.synced_state.state import MASK_BITS, UNSENT, SyncedState
 
 
 @dataclass(slots=True)

@@ -23,7 +23,8 @@ from json.encoder import encode_basestring  # the C encoder; keeps non-ASCII as 
 from typing import Final
 
 from exporter.core.mapping import MAX_ALTERNATE_EMAILS, CustomField, FieldSpec, FieldType
-from exporter.core.snapshots import FIELD_CAP, RowProblem
+from exporter.core.snapshots.input_limits import FIELD_CAP
+from exporter.core.snapshots.records import RowProblem
 
 EMAIL_MAX: Final = 254
 CUSTOM_TEXT_MAX: Final = 1000

@@ -7,11 +7,11 @@ lower-cased, `values` the export's text for each of `fields` in order ("" where 
 no such column). Rows with a blank email are skipped and counted.
 
 The CSV layout is our best knowledge of SendGrid's export (see
-`exporter.local.sandbox_store.EXPORT_CSV_COLUMNS`): `EMAIL`, the reserved fields in upper case
-(`FIRST_NAME`, ...), then one column per custom field headed by its name. So a reserved field
-name (`first_name`) matches its column case-insensitively (`FIRST_NAME`), and `custom:NAME`
-matches the column named NAME, case-insensitively as SendGrid's field names are unique
-regardless of case. Unknown columns are ignored.
+`exporter.local.sandbox.store_exports.EXPORT_CSV_COLUMNS`): `EMAIL`, the reserved fields in
+upper case (`FIRST_NAME`, ...), then one column per custom field headed by its name. So a
+reserved field name (`first_name`) matches its column case-insensitively (`FIRST_NAME`), and
+`custom:NAME` matches the column named NAME, case-insensitively as SendGrid's field names are
+unique regardless of case. Unknown columns are ignored.
 
 Every input has a bound; passing one is an `ExportFormatError`, as is a file that is not gzip or
 UTF-8 CSV, a truncated or corrupt gzip stream, or a file without an EMAIL column:
@@ -20,8 +20,9 @@ UTF-8 CSV, a truncated or corrupt gzip stream, or a file without an EMAIL column
 - `MAX_COLUMNS` (2,000): columns of the header, and fields of any row;
 - `MAX_DECOMPRESSED_BYTES` (8 GiB): the decompressed bytes of one file;
 - `csv.field_size_limit` is process-wide in Python and cannot be set per reader: this module
-  raises it (never lowers it) to `MAX_ROW_BYTES` when imported, as `exporter.core.snapshots`
-  does for its own cap; no field can be longer than a row anyway.
+  raises it (never lowers it) to `MAX_ROW_BYTES` when imported, as
+  `exporter.core.snapshots.csv_rows` does for its own cap; no field can be longer than a row
+  anyway.
 Memory stays flat: bytes flow through gzip, a counting layer and the C text decoder in 64 KiB
 chunks, and `csv.reader` yields one row at a time. Messages never hold contact data.
 

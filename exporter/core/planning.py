@@ -5,8 +5,8 @@ the counts in `PlanStats` add up to and what the property tests check. Batches a
 `on_batch` as soon as they are full, so memory holds one batch plus the keys of the emails seen
 (8 to 24 bytes each: see `exporter.core.synced_state`).
 
-Planning is bounded in time as well as memory: a snapshot over `snapshots.MAX_ROWS` rows, or with
-more than `snapshots.MAX_BLANK_RUN` blank rows in a row, fails; and one attempt stops at its
+Planning is bounded in time as well as memory: a snapshot over `input_limits.MAX_ROWS` rows, or
+with more than `input_limits.MAX_BLANK_RUN` blank rows in a row, fails; and one attempt stops at its
 deadline (`PLAN_DEADLINE_SECONDS`, under the function's 10-minute timeout) with a file-level
 error, instead of being killed by the host and retried five times.
 """
@@ -22,13 +22,14 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
-from exporter.core import snapshots
 from exporter.core.batching import DEFAULT_LIMITS, Batch, BatchLimits, BatchPacker
 from exporter.core.contacts import ContactBuilder
 from exporter.core.errors import InputError
 from exporter.core.mapping import CustomField, FieldMapping
-from exporter.core.snapshots import BLANK, RowProblem, Snapshot, open_snapshot
-from exporter.core.synced_state import Delta
+from exporter.core.snapshots import input_limits
+from exporter.core.snapshots.records import BLANK, RowProblem
+from exporter.core.snapshots.snapshot import Snapshot, open_snapshot
+from exporter.core.synced_state.delta import Delta
 
 PLAN_DEADLINE_SECONDS: Final = 8 * 60.0
 """How long one planning attempt may read: host.json's `functionTimeout` is 10 minutes, and the
@@ -45,8 +46,8 @@ class _Expired(Exception):
 
 
 class Observer(Protocol):
-    """Decides, contact by contact, what is sent (`synced_state.Delta` for a run's plan,
-    `synced_state.Resend` when a verification heals a list)."""
+    """Decides, contact by contact, what is sent (`synced_state.delta.Delta` for a run's plan,
+    `synced_state.delta.Resend` when a verification heals a list)."""
 
     unchanged: int
 
@@ -123,8 +124,8 @@ def plan(
     max_valid: int = sys.maxsize,
 ) -> PlanStats:
     """Plan one snapshot. Raises SnapshotError if the file turns out unreadable part-way, has
-    more rows than `snapshots.MAX_ROWS`, a run of more than `snapshots.MAX_BLANK_RUN` blank rows,
-    or takes longer than `deadline` seconds by `clock` (None: no deadline).
+    more rows than `input_limits.MAX_ROWS`, a run of more than `input_limits.MAX_BLANK_RUN` blank
+    rows, or takes longer than `deadline` seconds by `clock` (None: no deadline).
 
     Reading stops with `OverCap` once more than `max_valid` contacts are valid (a destination's
     profile cap: what de-duplication remembers, 8-24 bytes a contact, stays bounded by it).
@@ -145,8 +146,8 @@ def plan(
     reasons = stats.reasons
     valid = duplicates = blank = batches = body_bytes = 0
     row = line = 0
-    max_rows = snapshots.MAX_ROWS
-    max_blank = snapshots.MAX_BLANK_RUN
+    max_rows = input_limits.MAX_ROWS
+    max_blank = input_limits.MAX_BLANK_RUN
     blank_last = blank_first = -1  # the latest blank row, and the first of its run of blanks
     blank_first_line = 0
     stop_at = None if deadline is None else clock() + deadline

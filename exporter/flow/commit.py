@@ -20,14 +20,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from exporter.core.synced_state import (
-    UNSENT,
-    KeySet,
-    SortedSpill,
-    SyncedState,
-    email_key,
-    merge_members,
-)
+from exporter.core.synced_state.keys import KeySet, email_key
+from exporter.core.synced_state.state import UNSENT, SyncedState
+from exporter.core.synced_state.writing import SortedSpill, merge_members
 from exporter.flow.events import event
 from exporter.flow.services import Services
 from exporter.model.runs import RunRecord, set_fields

@@ -1,8 +1,9 @@
-"""Reading a run's list back from SendGrid, comparing it with the segment, and healing it.
+"""Reading a run's list back from SendGrid and comparing it with the segment: the looks.
 
 Once a verifying run's batches have settled (`finish.settle`), it takes looks at its list, each
 one a SendGrid contacts export (the only way to read every member) compared member by member,
-fields included, with the run's pending state (`exporter.core.compare`):
+fields included, with the run's pending state (`exporter.core.compare`); what each look found
+decides what follows (`exporter.flow.heal`):
 
   look 0  (after `verify_delay`)  equal → succeeded (verified)
                                   different → look 1 after `verify_lag` (SendGrid lags)
@@ -26,34 +27,21 @@ that cannot be taken at all leaves the run unverified, with the reason.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
 from typing import Final
 
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-
-from exporter.core.batching import Batch, BatchLimits
 from exporter.core.compare import Comparer, Diff
 from exporter.core.contacts import ContactBuilder
 from exporter.core.errors import ExporterError, InputError
 from exporter.core.list_export import read_export
 from exporter.core.mapping import CustomField, field_spec
-from exporter.core.planning import plan
-from exporter.core.snapshots import open_snapshot
-from exporter.core.synced_state import KeySet, Resend, SyncedState
-from exporter.flow import commit, finish, removals, sending
+from exporter.core.synced_state.state import SyncedState
+from exporter.flow import commit, finish, heal, sending
 from exporter.flow.events import brief, event
 from exporter.flow.fields import mapped_custom_fields, resolve_custom_fields
 from exporter.flow.services import Services
 from exporter.model.destinations import Destination
-from exporter.model.messages import (
-    LIST_CHECKS,
-    POISON_SUFFIX,
-    ListCheck,
-    log_dropped,
-    log_handler_failed,
-)
-from exporter.model.runs import BatchRecord, RunRecord, differences, set_fields
-from exporter.model.versions import SnapshotVersion
+from exporter.model.messages import LIST_CHECKS, ListCheck
+from exporter.model.runs import RunRecord, set_fields
 from exporter.ports.sendgrid import (
     ContactExport,
     NotFound,
@@ -105,7 +93,7 @@ def check_list(svc: Services, message: ListCheck) -> None:
             LIST_CHECKS,
             message,
             exc,
-            fail=lambda why: _give_up(svc, run, message, why),
+            fail=lambda why: give_up(svc, run, message, why),
         )
         return
     except NotFound as exc:
@@ -119,9 +107,9 @@ def check_list(svc: Services, message: ListCheck) -> None:
         finish.fail_run(svc, run.run_id, f"could not read the list back: {exc}")
         return
     except (Rejected, InputError, ExporterError) as exc:
-        _give_up(svc, run, message, f"could not read the list back: {brief(exc)}")
+        give_up(svc, run, message, f"could not read the list back: {brief(exc)}")
         return
-    _decide(svc, run, message.look, diff, destination=destination, custom=custom)
+    heal.decide(svc, run, message.look, diff, destination=destination, custom=custom)
 
 
 def ensure_progress(svc: Services, run: RunRecord) -> None:
@@ -132,24 +120,6 @@ def ensure_progress(svc: Services, run: RunRecord) -> None:
         finish.queue_look(svc, run)
     elif run.state in ("sending", "confirming") and run.planned and not run.batches_queued:
         sending.queue_batches(svc, run.run_id)
-
-
-def list_check_poisoned(svc: Services, message: ListCheck) -> None:
-    """Every attempt at a look failed (not SendGrid: the host's logs say why): the run ends
-    unverified rather than waiting forever. Never raises: a message naming a run that does
-    not exist is logged and dropped, a stale one (the run ended, or took another look since)
-    changes nothing, and a failure of this handler is logged."""
-    queue = LIST_CHECKS + POISON_SUFFIX
-    try:
-        run = svc.ledger.get_run(message.run_id)
-        if run is None:
-            log_dropped(queue, f"run {message.run_id} does not exist", message.encode())
-            return
-        if run.final or message.look != run.looks:
-            return
-        _give_up(svc, run, message, "the look at the list failed on every attempt (see the logs)")
-    except Exception as exc:
-        log_handler_failed(queue, exc, message.encode())
 
 
 # --- the steps of a look ---------------------------------------------------------------------
@@ -170,7 +140,7 @@ def _start(svc: Services, client: SendGrid, run: RunRecord, message: ListCheck) 
 
 def _wait(svc: Services, run: RunRecord, message: ListCheck) -> None:
     if message.checks >= MAX_EXPORT_CHECKS:
-        _give_up(svc, run, message, "SendGrid's export of the list did not finish in 2 hours")
+        give_up(svc, run, message, "SendGrid's export of the list did not finish in 2 hours")
         return
     delay = min(MAX_EXPORT_CHECK_DELAY, FIRST_EXPORT_CHECK * 2 ** (message.checks + 1))
     again = message.model_copy(update={"checks": message.checks + 1, "retries": 0})
@@ -180,14 +150,14 @@ def _wait(svc: Services, run: RunRecord, message: ListCheck) -> None:
 def _export_failed(svc: Services, run: RunRecord, message: ListCheck, why: str) -> None:
     """The look's export failed, or it or a file of it is gone: another one, a few times."""
     if message.exports >= MAX_EXPORT_FAILURES:
-        _give_up(svc, run, message, f"SendGrid's export of the list failed: {why}")
+        give_up(svc, run, message, f"SendGrid's export of the list failed: {why}")
         return
     # A new export for the same look.
     again = message.model_copy(update={"export_id": "", "checks": 0})
     svc.storage.send(LIST_CHECKS, again, delay=sending.retry_delay(message.exports))
 
 
-def _give_up(svc: Services, run: RunRecord, message: ListCheck, why: str) -> None:
+def give_up(svc: Services, run: RunRecord, message: ListCheck, why: str) -> None:
     """This look cannot be taken: the run ends with what its batches say, unverified."""
     note = f"not verified: {why}"
 
@@ -254,183 +224,3 @@ def _builder(expected: SyncedState, custom: dict[str, CustomField]) -> ContactBu
     except InputError:
         return None
     return ContactBuilder(specs, custom)
-
-
-def _decide(
-    svc: Services,
-    run: RunRecord,
-    look: int,
-    diff: Diff,
-    *,
-    destination: Destination,
-    custom: dict[str, CustomField],
-) -> None:
-    mirror = run.sync_mode == "mirror"
-    clean = diff.clean(mirror=mirror)
-
-    won: list[bool] = []
-
-    def looked(r: RunRecord) -> bool:
-        won.clear()
-        if r.final or r.looks != look or r.state != "verifying":
-            return False
-        won.append(True)
-        r.looks = look + 1
-        r.look_queued = False
-        r.missing, r.changed, r.extra = diff.missing, diff.changed, diff.extra
-        r.unverifiable = diff.unverifiable
-        r.verified = clean
-        r.list_count, r.list_count_note = diff.listed, ""
-        r.drift = diff.listed - r.members
-        if clean:
-            r.verify_note = ""
-        elif look % 2 == 0:
-            r.verify_note = (
-                f"look {look + 1} found {differences(r)}: looking again after SendGrid's lag"
-            )
-        return True
-
-    event(
-        "list looked at",
-        run_id=run.run_id,
-        look=look,
-        listed=diff.listed,
-        missing=diff.missing,
-        changed=diff.changed,
-        extra=diff.extra,
-    )
-    if clean or look % 2 == 1:
-        if not clean and run.heals == 0:
-            _heal(svc, run, look, diff, destination=destination, custom=custom)
-            return
-        svc.ledger.update_run(run.run_id, looked)
-        if won:
-            finish.finish(svc, run.run_id, list_count=diff.listed)
-        return
-    updated = svc.ledger.update_run(run.run_id, looked)
-    if won:
-        finish.queue_look(svc, updated)
-
-
-def _heal(
-    svc: Services,
-    run: RunRecord,
-    look: int,
-    diff: Diff,
-    *,
-    destination: Destination,
-    custom: dict[str, CustomField],
-) -> None:
-    """Send again what the list lacks or holds differently (read again from the run's snapshot
-    version), and in mirror mode take off the list whoever the segment does not hold."""
-    first = run.batches
-    try:
-        records = _resend_batches(svc, run, diff, destination=destination, custom=custom)
-    except (ResourceModifiedError, ResourceNotFoundError):
-        why = "the snapshot was replaced or deleted since the run read it"
-        _cannot_heal(svc, run, look, diff, why)
-        return
-    except (InputError, Rejected, Unauthorized) as exc:
-        _cannot_heal(svc, run, look, diff, f"the contacts to send again could not be read: {exc}")
-        return
-    resent = sum(r.contacts for r in records)
-    outsiders = 0
-    if run.sync_mode == "mirror" and diff.extra:
-        extra = removals.removal_batches(
-            svc,
-            run.run_id,
-            first + len(records),
-            _lines(svc.storage.open_run_file(run.run_id, commit.EXTRA_FILE)),
-            round=1,
-        )
-        outsiders = sum(r.contacts for r in extra)
-        records += extra
-    svc.ledger.put_batches(run.run_id, records, overwrite=False)
-
-    won: list[bool] = []
-
-    def healing(r: RunRecord) -> bool:
-        won.clear()
-        if r.final or r.looks != look or r.state != "verifying" or r.heals:
-            return False
-        won.append(True)
-        r.looks, r.heals, r.look_queued = look + 1, 1, False
-        r.missing, r.changed, r.extra = diff.missing, diff.changed, diff.extra
-        r.unverifiable = diff.unverifiable
-        r.list_count, r.drift = diff.listed, diff.listed - r.members
-        r.resent, r.extra_removed = resent, outsiders
-        r.batches = first + len(records)
-        r.batches_queued = False
-        r.state = "sending"
-        r.verify_note = (
-            f"look {look + 1} found {differences(r)} again: sent {resent:,} contacts "
-            + (f"and removed {outsiders:,} " if outsiders else "")
-            + "to heal the list"
-        )
-        return True
-
-    svc.ledger.update_run(run.run_id, healing)
-    if won:  # this delivery healed (a concurrent repeat of the same look did not)
-        event("list healing", run_id=run.run_id, resent=resent, removed=outsiders)
-        if records:
-            sending.queue_batches(svc, run.run_id)
-        else:
-            finish.settle(svc, run.run_id)
-
-
-def _cannot_heal(svc: Services, run: RunRecord, look: int, diff: Diff, why: str) -> None:
-    def noted(r: RunRecord) -> bool:
-        if r.final or r.looks != look:
-            return False
-        r.looks = look + 1
-        r.missing, r.changed, r.extra = diff.missing, diff.changed, diff.extra
-        r.list_count, r.drift = diff.listed, diff.listed - r.members
-        r.verify_note = f"the list could not be healed: {why}"
-        return True
-
-    svc.ledger.update_run(run.run_id, noted)
-    finish.finish(svc, run.run_id, list_count=diff.listed)
-
-
-def _resend_batches(
-    svc: Services,
-    run: RunRecord,
-    diff: Diff,
-    *,
-    destination: Destination,
-    custom: dict[str, CustomField],
-) -> list[BatchRecord]:
-    """The contacts to send again, planned afresh from the run's snapshot version into heal
-    batches, numbered after the run's batches."""
-    if not diff.resend:
-        return []
-    keys = KeySet(len(diff.resend))
-    keys.update(diff.resend)
-    version = SnapshotVersion(run.snapshot, run.etag, run.snapshot_time or run.created_at, 0)
-    records: list[BatchRecord] = []
-
-    def on_batch(batch: Batch) -> None:
-        index = run.batches + len(records)
-        svc.storage.write_batch(run.run_id, index, batch.contacts_json())
-        records.append(
-            BatchRecord(run.run_id, index, len(batch.contacts), batch.body_bytes, round=1)
-        )
-
-    with open_snapshot(
-        svc.storage.open_snapshot(version), name=run.snapshot, mapping=destination.field_mapping()
-    ) as snapshot:
-        plan(
-            snapshot,
-            on_batch=on_batch,
-            custom_fields=custom,
-            limits=BatchLimits(max_contacts=svc.max_batch_contacts, list_ids=(run.list_id,)),
-            delta=Resend(keys),
-        )
-    return records
-
-
-def _lines(stream: Iterable[bytes] | None) -> Iterator[str]:
-    for line in stream or ():
-        text = line.decode().strip()
-        if text:
-            yield text

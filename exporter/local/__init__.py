@@ -1,4 +1,6 @@
-"""Local tooling: the SendGrid sandbox and (later) the local Functions host and stack.
+"""Local tooling, never deployed: the Functions host (`host/`), the SendGrid sandbox (`sandbox/`),
+Azurite (`azurite`), the Key Vault stand-in (`keyvault`), the stack of them all (`stack`), child
+processes (`process`) and NCRONTAB schedules (`ncrontab`).
 
 Never imported by the deployed app (`.funcignore` leaves this folder out).
 """

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Final
 
 from exporter.core import cdm
-from exporter.core.snapshots import detect_format
+from exporter.core.snapshots.formats import detect_format
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,9 @@ from azure.core.exceptions import (
 
 from exporter.core import cdm
 from exporter.core.batching import ContactStream
-from exporter.core.snapshots import Parts
-from exporter.core.synced_state import Delta, Member
+from exporter.core.snapshots.parts import Parts
+from exporter.core.synced_state.delta import Delta
+from exporter.core.synced_state.state import Member
 from exporter.model.versions import SnapshotVersion, entity_of, entity_version
 
 

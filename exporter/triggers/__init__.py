@@ -1,4 +1,4 @@
-"""The triggers: each decodes its input, calls one function of `exporter.flow.runs`, and returns.
+"""The triggers: each decodes its input, calls one function of `exporter.flow`, and returns.
 
 `services()` builds the clients once per worker process (connections are reused across
 invocations, as Azure Functions recommends) from the app settings. `receive()` decodes a queue

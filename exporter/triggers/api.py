@@ -1,8 +1,8 @@
 """HTTP API: destinations, exports on demand, runs. Every route needs a function key.
 
-Each trigger reads its route, query and body, calls one function of `exporter.admin.commands`
-(the same code as the CLI), and answers JSON. Errors map to statuses by type: 400 invalid input
-(with the validation message), 404 unknown, 409 conflict, 413 a body over `admin.MAX_BODY_BYTES`
+Each trigger reads its route, query and body, calls one function of `exporter.admin` (the same
+code as the CLI), and answers JSON. Errors map to statuses by type: 400 invalid input (with the
+validation message), 404 unknown, 409 conflict, 413 a body over `MAX_BODY_BYTES`
 (refused by its Content-Length, or by its size, before it is parsed), 502 SendGrid refused the
 key or list, 503 SendGrid unreachable or rate limited, or a removal interrupted (try again).
 """
@@ -16,7 +16,24 @@ from typing import Any
 
 import azure.functions as func
 
-from exporter.admin import commands as admin
+from exporter.admin.connection import check_connection
+from exporter.admin.destinations import (
+    destination_json,
+    get_destination,
+    list_destinations,
+    save_destination,
+)
+from exporter.admin.errors import (
+    ConflictError,
+    NotFoundError,
+    RemovalIncomplete,
+    SendGridRefused,
+    TooLarge,
+)
+from exporter.admin.exports import export_now
+from exporter.admin.removal import remove_destination
+from exporter.admin.requests import DestinationRequest, ExportBody, check_size, parse
+from exporter.admin.runs import find_runs, run_details
 from exporter.admin.views import details_json, run_json
 from exporter.core.errors import InputError
 from exporter.core.redact import mask_emails
@@ -36,9 +53,7 @@ def api_list_destinations(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="destinations/{name}", methods=["GET"], auth_level=AUTH)
 def api_get_destination(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(
-        lambda: (200, admin.destination_json(admin.get_destination(services(), _name(req))))
-    )
+    return _answer(lambda: (200, destination_json(get_destination(services(), _name(req)))))
 
 
 @bp.route(route="destinations/{name}", methods=["PUT"], auth_level=AUTH)
@@ -48,7 +63,7 @@ def api_put_destination(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="destinations/{name}", methods=["DELETE"], auth_level=AUTH)
 def api_delete_destination(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(lambda: (200, admin.remove_destination(services(), _name(req)).as_json()))
+    return _answer(lambda: (200, remove_destination(services(), _name(req)).as_json()))
 
 
 @bp.route(route="destinations/{name}/test", methods=["POST"], auth_level=AUTH)
@@ -68,16 +83,14 @@ def api_list_runs(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=AUTH)
 def api_get_run(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(
-        lambda: (200, details_json(admin.run_details(services(), req.route_params["run_id"])))
-    )
+    return _answer(lambda: (200, details_json(run_details(services(), req.route_params["run_id"]))))
 
 
 # --- request and answer ----------------------------------------------------------------------
 
 
 def _destinations() -> list[dict[str, Any]]:
-    return [admin.destination_json(d) for d in admin.list_destinations(services())]
+    return [destination_json(d) for d in list_destinations(services())]
 
 
 def _name(req: func.HttpRequest) -> str:
@@ -85,24 +98,24 @@ def _name(req: func.HttpRequest) -> str:
 
 
 def _body(req: func.HttpRequest) -> bytes:
-    """The request's body, at most `admin.MAX_BODY_BYTES`: a larger one is refused by its
+    """The request's body, at most `MAX_BODY_BYTES`: a larger one is refused by its
     declared length before it is read, and by its size before it is parsed."""
     declared = (req.headers.get("Content-Length") or "").strip()
     if declared.isdigit():
-        admin.check_size(int(declared))
+        check_size(int(declared))
     body = req.get_body() or b""
-    admin.check_size(len(body))
+    check_size(len(body))
     return body
 
 
 def _put_destination(req: func.HttpRequest) -> Answer:
     name = _name(req)
-    request = admin.parse(admin.DestinationRequest, _body(req))
+    request = parse(DestinationRequest, _body(req))
     if request.name not in (None, name):
         raise InputError(f"the body names destination {request.name!r}, the URL {name!r}")
-    saved = admin.save_destination(services(), request.model_copy(update={"name": name}))
+    saved = save_destination(services(), request.model_copy(update={"name": name}))
     body = {
-        "destination": admin.destination_json(saved.destination),
+        "destination": destination_json(saved.destination),
         "created": saved.created,
         "list_created": saved.list_created,
     }
@@ -111,13 +124,13 @@ def _put_destination(req: func.HttpRequest) -> Answer:
 
 def _test_destination(req: func.HttpRequest) -> Answer:
     svc = services()
-    report = admin.check_connection(svc, admin.get_destination(svc, _name(req)))
+    report = check_connection(svc, get_destination(svc, _name(req)))
     return (200 if report.ok else 502), report.as_json()
 
 
 def _export(req: func.HttpRequest) -> Answer:
-    body = admin.parse(admin.ExportBody, _body(req))
-    exported = admin.export_now(services(), _name(req), body, trigger="api")
+    body = parse(ExportBody, _body(req))
+    exported = export_now(services(), _name(req), body, trigger="api")
     answer = exported.as_json()
     for run in answer["runs"]:
         run["url"] = f"/api/runs/{run['run_id']}"
@@ -128,7 +141,7 @@ def _list_runs(req: func.HttpRequest) -> Answer:
     limit = req.params.get("limit") or "50"
     if not limit.isdigit():
         raise InputError("limit must be a whole number from 1 to 1000")
-    found = admin.find_runs(
+    found = find_runs(
         services(),
         destination=req.params.get("destination") or None,
         state=req.params.get("state") or None,
@@ -141,22 +154,22 @@ def _answer(action: Callable[[], Answer]) -> func.HttpResponse:
     headers: dict[str, str] = {}
     try:
         status, body = action()
-    except admin.NotFoundError as exc:
+    except NotFoundError as exc:
         status, body = 404, _error(exc)
-    except admin.ConflictError as exc:
+    except ConflictError as exc:
         status, body = 409, _error(exc)
-    except admin.TooLarge as exc:
+    except TooLarge as exc:
         status, body = 413, _error(exc)
     except InputError as exc:
         status, body = 400, _error(exc)
-    except admin.SendGridRefused as exc:
+    except SendGridRefused as exc:
         status, body = 502, _error(exc)
     except RateLimited as exc:
         status, body = 503, _error(exc)
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     except TransientError as exc:
         status, body = 503, _error(exc)
-    except admin.RemovalIncomplete as exc:
+    except RemovalIncomplete as exc:
         status, body = 503, _error(exc)
         headers["Retry-After"] = "5"
     if status >= 400:

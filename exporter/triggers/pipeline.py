@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from exporter.flow import runs, sending, verification
+from exporter.flow import plan, poison, sending, verification
 from exporter.model.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
@@ -36,7 +36,7 @@ CONNECTION = "AzureWebJobsStorage"
 def plan_run(msg: func.QueueMessage) -> None:
     request = receive(EXPORT_REQUESTS, ExportRequest, msg)
     if request is not None:
-        runs.plan_run(services(), request)
+        plan.plan_run(services(), request)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=CONTACT_BATCHES, connection=CONNECTION)
@@ -62,19 +62,19 @@ def check_list(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=EXPORT_REQUESTS + POISON_SUFFIX, connection=CONNECTION)
 def plan_run_poisoned(msg: func.QueueMessage) -> None:
-    poisoned(EXPORT_REQUESTS + POISON_SUFFIX, ExportRequest, msg, runs.request_poisoned)
+    poisoned(EXPORT_REQUESTS + POISON_SUFFIX, ExportRequest, msg, poison.request_poisoned)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=CONTACT_BATCHES + POISON_SUFFIX, connection=CONNECTION)
 def send_batch_poisoned(msg: func.QueueMessage) -> None:
-    poisoned(CONTACT_BATCHES + POISON_SUFFIX, BatchMessage, msg, runs.batch_poisoned)
+    poisoned(CONTACT_BATCHES + POISON_SUFFIX, BatchMessage, msg, poison.batch_poisoned)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=IMPORT_JOBS + POISON_SUFFIX, connection=CONNECTION)
 def follow_job_poisoned(msg: func.QueueMessage) -> None:
-    poisoned(IMPORT_JOBS + POISON_SUFFIX, JobCheck, msg, runs.job_poisoned)
+    poisoned(IMPORT_JOBS + POISON_SUFFIX, JobCheck, msg, poison.job_poisoned)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=LIST_CHECKS + POISON_SUFFIX, connection=CONNECTION)
 def check_list_poisoned(msg: func.QueueMessage) -> None:
-    poisoned(LIST_CHECKS + POISON_SUFFIX, ListCheck, msg, verification.list_check_poisoned)
+    poisoned(LIST_CHECKS + POISON_SUFFIX, ListCheck, msg, poison.list_check_poisoned)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from exporter.flow import retention, runs
+from exporter.flow import retention, run_requests
 from exporter.triggers import services
 
 bp = func.Blueprint()
@@ -14,5 +14,5 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%REFRESH_SCHEDULE%", run_on_startup=False)
 def refresh(timer: func.TimerRequest) -> None:
     svc = services()
-    runs.refresh(svc)
+    run_requests.refresh(svc)
     retention.sweep(svc)

@@ -16,7 +16,7 @@ import logging
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
-from exporter.flow import runs
+from exporter.flow import arrivals, cdm_folders, poison
 from exporter.model.messages import CDM_MANIFESTS, POISON_SUFFIX, ManifestCheck
 from exporter.model.versions import SnapshotVersion, is_snapshot_blob
 from exporter.triggers import poisoned, receive, services
@@ -40,18 +40,18 @@ def snapshot_arrived(client: blob.BlobClient) -> None:
     version = SnapshotVersion(
         client.blob_name, str(props.etag), props.last_modified, int(props.size)
     )
-    runs.on_snapshot(services(), version)
+    arrivals.on_snapshot(services(), version)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=CDM_MANIFESTS, connection="AzureWebJobsStorage")
 def manifest_recheck(msg: func.QueueMessage) -> None:
     check = receive(CDM_MANIFESTS, ManifestCheck, msg)  # one that cannot be decoded: dropped
     if check is not None:
-        runs.check_manifest(services(), check)
+        cdm_folders.check_manifest(services(), check)
 
 
 @bp.queue_trigger(
     arg_name="msg", queue_name=CDM_MANIFESTS + POISON_SUFFIX, connection="AzureWebJobsStorage"
 )
 def manifest_recheck_poisoned(msg: func.QueueMessage) -> None:
-    poisoned(CDM_MANIFESTS + POISON_SUFFIX, ManifestCheck, msg, runs.manifest_poisoned)
+    poisoned(CDM_MANIFESTS + POISON_SUFFIX, ManifestCheck, msg, poison.manifest_poisoned)

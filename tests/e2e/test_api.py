@@ -27,7 +27,8 @@ from azure.core.exceptions import ServiceRequestError
 from exporter.adapters.azure_storage import Storage
 from exporter.adapters.sendgrid import SendGridClient
 from exporter.adapters.settings import SendGridSettings
-from exporter.admin import commands as admin
+from exporter.admin import removal as admin_removal
+from exporter.admin.errors import RemovalIncomplete
 from exporter.flow.services import Services
 from exporter.local.stack import Stack
 from exporter.model.destinations import Consent, Destination
@@ -697,9 +698,9 @@ def test_a_removal_that_failed_half_way_is_finished_by_removing_again(
     def broken(*args: object) -> str:
         raise ServiceRequestError("connection reset by peer")
 
-    monkeypatch.setattr(admin, "_stop", broken)
-    with pytest.raises(admin.RemovalIncomplete, match="stopping its unfinished runs") as raised:
-        admin.remove_destination(api.svc, "api-half")
+    monkeypatch.setattr(admin_removal, "_stop", broken)
+    with pytest.raises(RemovalIncomplete, match="stopping its unfinished runs") as raised:
+        admin_removal.remove_destination(api.svc, "api-half")
     assert "remove it again to finish" in str(raised.value)
     monkeypatch.undo()
     assert api.call("GET", "/destinations/api-half")[0] == 404  # the workers refuse it now

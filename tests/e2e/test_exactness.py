@@ -33,8 +33,10 @@ import pytest
 from exporter.adapters.azure_storage import Storage
 from exporter.adapters.sendgrid import SendGridClient
 from exporter.adapters.settings import SendGridSettings
-from exporter.admin import commands as admin
+from exporter.admin.destinations import destination_json, get_destination, save_destination
+from exporter.admin.exports import export_now
 from exporter.admin.operations import follow, follow_runs, upload_snapshot
+from exporter.admin.requests import DestinationRequest, ExportBody, parse
 from exporter.local.stack import REPO_ROOT, Stack
 from exporter.model.destinations import Consent, Destination
 from exporter.model.messages import CONTACT_BATCHES
@@ -501,12 +503,10 @@ def test_a_destination_moved_to_another_list_sends_everyone_there(world: World) 
     assert_verified_success(run)
     world.assert_exact(old_list, expected(segment, members), run)
 
-    document = admin.destination_json(admin.get_destination(world.svc, segment))
+    document = destination_json(get_destination(world.svc, segment))
     del document["list_id"], document["consent"]
     document["list_name"] = "exactness moved v2"
-    saved = admin.save_destination(
-        world.svc, admin.parse(admin.DestinationRequest, document), mode="update"
-    )
+    saved = save_destination(world.svc, parse(DestinationRequest, document), mode="update")
     new_list = saved.destination.list_id
     assert saved.list_created and new_list != old_list
 
@@ -565,7 +565,7 @@ def name_a_new_list(world: World, segment: str, name: str) -> str:
     updated = world.cli("destinations", "update", segment, "--list-name", name)
     assert updated.returncode == 0, updated.stderr
     assert "(created in SendGrid)" in updated.stdout, updated.stdout
-    return admin.get_destination(world.svc, segment).list_id
+    return get_destination(world.svc, segment).list_id
 
 
 # --- 6. SendGrid lost everything (the sandbox restarted empty) -------------------------------
@@ -632,9 +632,7 @@ def test_a_mass_removal_under_faults_leaves_the_list_exact(world: World) -> None
     world.faults(**FAULT_MIX)
     before = world.requests()
     started = time.monotonic()
-    exported = admin.export_now(
-        world.svc, segment, admin.ExportBody(allow_mass_removal=True), trigger="api"
-    )
+    exported = export_now(world.svc, segment, ExportBody(allow_mass_removal=True), trigger="api")
     (run,) = world.wait_runs([r.run_id for r in exported.runs])
     elapsed = time.monotonic() - started
     world.faults(**CALM)

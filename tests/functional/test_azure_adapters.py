@@ -181,7 +181,7 @@ def test_reading_a_slot_writes_nothing(ledger: TableRunLedger) -> None:
 
 
 def test_a_batch_over_several_ranges_streams_into_the_same_body(storage: Storage) -> None:
-    from exporter.adapters.azure_storage import BATCH_RANGE
+    from exporter.adapters.storage_runs import BATCH_RANGE
     from exporter.core.batching import upsert_body, upsert_body_stream
 
     run_id = unique_name("run")

@@ -20,8 +20,9 @@ from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 from exporter.adapters.azure_storage import Storage
 from exporter.core import cdm
 from exporter.core.errors import InputError
-from exporter.core.snapshots import Parts, open_snapshot
-from exporter.flow import runs
+from exporter.core.snapshots.parts import Parts
+from exporter.core.snapshots.snapshot import open_snapshot
+from exporter.flow import arrivals, cdm_folders, poison, run_requests
 from exporter.flow.services import seconds_setting
 from exporter.model.destinations import Consent, Destination
 from exporter.model.messages import CDM_MANIFESTS, EXPORT_REQUESTS, ManifestCheck, decode
@@ -120,7 +121,7 @@ def test_a_customer_insights_folder_exports_its_entity_as_one_run(world: World) 
     world.destination("marketing", "HighValue")
     world.destination("decoy", "ci")  # partitions are not snapshots of segment "ci"
     manifest = world.folder(extra="c100,not-an-email,Bad\n")
-    (run_id,) = runs.on_snapshot(world.svc, manifest)
+    (run_id,) = arrivals.on_snapshot(world.svc, manifest)
     world.pump()
 
     run = world.ledger.get_run(run_id)
@@ -139,9 +140,9 @@ def test_a_customer_insights_folder_exports_its_entity_as_one_run(world: World) 
 def test_the_same_manifest_twice_is_one_run(world: World) -> None:
     world.destination("marketing", "HighValue")
     manifest = world.folder()
-    first = runs.on_snapshot(world.svc, manifest)
+    first = arrivals.on_snapshot(world.svc, manifest)
     assert len(first) == 1
-    assert runs.on_snapshot(world.svc, manifest) == []
+    assert arrivals.on_snapshot(world.svc, manifest) == []
     assert [r.run_id for r in world.runs_of("marketing")] == first
     assert len(world.storage.queues[EXPORT_REQUESTS]) == 1
 
@@ -153,8 +154,8 @@ def test_only_plain_files_and_manifests_are_acted_on() -> None:
     assert not is_snapshot_file("loyal/model.json")
     assert is_snapshot_blob(MANIFEST) and is_snapshot_blob("loyal/Model.json")
     assert not is_snapshot_blob(partition_blob("HighValue", 1))
-    assert runs.segment_of(f"{MANIFEST}#HighValue") == "HighValue"
-    assert runs.segment_of("loyal/2026-11-24.csv") == "loyal"
+    assert run_requests.segment_of(f"{MANIFEST}#HighValue") == "HighValue"
+    assert run_requests.segment_of("loyal/2026-11-24.csv") == "loyal"
 
 
 def test_a_manifest_before_its_partition_waits_then_exports(world: World) -> None:
@@ -164,19 +165,19 @@ def test_a_manifest_before_its_partition_waits_then_exports(world: World) -> Non
     manifest = world.put(MANIFEST, model_json({"HighValue": blobs}))
 
     # (blob times here are fixed; `at` says when the look happens)
-    assert runs.on_manifest(world.svc, manifest, at=manifest.last_modified) == []
+    assert cdm_folders.on_manifest(world.svc, manifest, at=manifest.last_modified) == []
     (look,) = world.storage.take(CDM_MANIFESTS)
     assert look.delay == world.svc.cdm_recheck  # waiting costs a hidden message, no worker
     check = decode(ManifestCheck, look.body)
     assert (check.manifest, check.etag, check.checks) == (MANIFEST, manifest.etag, 1)
 
-    assert runs.check_manifest(world.svc, check, at=manifest.last_modified) == []
+    assert cdm_folders.check_manifest(world.svc, check, at=manifest.last_modified) == []
     (again,) = world.checks()
     assert again.checks == 2 and world.ledger.runs() == []
 
     world.put(partition_blob("HighValue", 2), rows(range(60, 100)))
     world.storage.take(CDM_MANIFESTS)
-    (run_id,) = runs.check_manifest(world.svc, again, at=manifest.last_modified)
+    (run_id,) = cdm_folders.check_manifest(world.svc, again, at=manifest.last_modified)
     assert world.checks() == []  # nothing left to wait for
     world.pump()
     run = world.ledger.get_run(run_id)
@@ -190,11 +191,11 @@ def test_a_partition_that_never_arrives_fails_a_run_per_destination(world: World
     world.put(partition_blob("HighValue", 1), rows(range(60)))
     blobs = [partition_blob("HighValue", n) for n in (1, 2, 3)]
     manifest = world.put(MANIFEST, model_json({"HighValue": blobs}))
-    runs.on_manifest(world.svc, manifest, at=manifest.last_modified)
+    cdm_folders.on_manifest(world.svc, manifest, at=manifest.last_modified)
     (check,) = [decode(ManifestCheck, m.body) for m in world.storage.take(CDM_MANIFESTS)]
 
     late = manifest.last_modified + timedelta(seconds=world.svc.cdm_wait)
-    assert runs.check_manifest(world.svc, check, at=late) == []
+    assert cdm_folders.check_manifest(world.svc, check, at=late) == []
     assert world.checks() == []  # given up: no more looks
     failed = world.ledger.runs()
     assert sorted(r.destination for r in failed) == ["marketing", "sales"]
@@ -202,7 +203,7 @@ def test_a_partition_that_never_arrives_fails_a_run_per_destination(world: World
         assert run.state == "failed" and run.segment == "HighValue"
         assert run.error.startswith(f"partition {blobs[1]} (and 1 more) listed in {MANIFEST}")
         assert "never arrived" in run.error and "10 minutes" in run.error
-    runs.check_manifest(world.svc, check, at=late)  # a repeated look
+    cdm_folders.check_manifest(world.svc, check, at=late)  # a repeated look
     assert len(world.ledger.runs()) == 2
 
 
@@ -216,14 +217,14 @@ def test_an_entity_that_cannot_be_exported_fails_its_runs_only(world: World) -> 
     doc["entities"] += lapsed["entities"]
     manifest = world.put(MANIFEST, json.dumps(doc).encode())
 
-    (run_id,) = runs.on_snapshot(world.svc, manifest)
+    (run_id,) = arrivals.on_snapshot(world.svc, manifest)
     world.pump()
     assert world.ledger.get_run(run_id).state == "succeeded"  # type: ignore[union-attr]
     (failed,) = world.runs_of("winback")
     assert failed.state == "failed" and failed.segment == "Lapsed"
     assert "entity 'Lapsed'" in failed.error and "container 'exports'" in failed.error
     assert world.checks() == []  # a rejected entity is not waited for
-    runs.on_snapshot(world.svc, manifest)
+    arrivals.on_snapshot(world.svc, manifest)
     assert len(world.runs_of("winback")) == 1
 
 
@@ -265,7 +266,7 @@ def test_a_partition_that_would_leave_its_folder_fails_its_entity_only(
 
     monkeypatch.setattr(world.storage, "snapshot_version", head)
 
-    (run_id,) = runs.on_snapshot(world.svc, manifest)  # no error: the good entity goes on
+    (run_id,) = arrivals.on_snapshot(world.svc, manifest)  # no error: the good entity goes on
     world.pump()
     assert set(looked_up) == {partition_blob("HighValue", 1)}  # never the escaping one
     exported = world.ledger.get_run(run_id)
@@ -280,7 +281,7 @@ def test_a_partition_that_would_leave_its_folder_fails_its_entity_only(
     assert world.members("winback") == set()
     assert world.checks() == []  # refused, not waited for
     assert all(not b.startswith(("cdm/Escaping", "state/winback")) for b in world.storage.blobs)
-    runs.on_snapshot(world.svc, manifest)  # the same model.json again: nothing new
+    arrivals.on_snapshot(world.svc, manifest)  # the same model.json again: nothing new
     assert len(world.runs_of("winback")) == 1
 
 
@@ -293,7 +294,7 @@ def test_an_entity_named_dot_dot_makes_no_path_and_no_run(world: World) -> None:
         )
     )
     manifest = world.put(MANIFEST, json.dumps(doc).encode())
-    (run_id,) = runs.on_snapshot(world.svc, manifest)
+    (run_id,) = arrivals.on_snapshot(world.svc, manifest)
     world.pump()
     run = world.ledger.get_run(run_id)
     assert run is not None and (run.segment, run.state) == ("HighValue", "succeeded")
@@ -323,7 +324,7 @@ def test_storage_refusing_one_entitys_partition_fails_that_entity_only(
         return real(name)
 
     monkeypatch.setattr(world.storage, "snapshot_version", head)
-    (run_id,) = runs.on_snapshot(world.svc, manifest)
+    (run_id,) = arrivals.on_snapshot(world.svc, manifest)
     world.pump()
     assert world.ledger.get_run(run_id).state == "succeeded"  # type: ignore[union-attr]
     (failed,) = world.runs_of("winback")
@@ -337,7 +338,7 @@ def test_an_unreadable_manifest_is_logged_and_makes_no_run(
     world.destination("marketing", "HighValue")
     manifest = world.put(MANIFEST, b'{"entities": [oops')
     with caplog.at_level(logging.ERROR, logger="exporter.flow.runs"):
-        assert runs.on_snapshot(world.svc, manifest) == []
+        assert arrivals.on_snapshot(world.svc, manifest) == []
     assert world.ledger.runs() == [] and world.checks() == []
     assert f"CDM folder not exported: {MANIFEST} is not JSON" in caplog.text
 
@@ -348,28 +349,28 @@ def test_the_timer_re_exports_the_newest_entity_of_a_segment(world: World) -> No
     world.put(newer_blobs[0], rows(range(5)))
     older = world.folder()  # model.json written first...
     newer = world.put(f"{FOLDER}-2/model.json", model_json({"HighValue": newer_blobs}))
-    runs.on_snapshot(world.svc, newer)
-    runs.on_snapshot(world.svc, older)  # ...but processed last: the pointer stays on the newer
+    arrivals.on_snapshot(world.svc, newer)
+    arrivals.on_snapshot(world.svc, older)  # ...but processed last: the pointer stays on the newer
     world.pump()
 
     latest = world.storage.latest_snapshot("HighValue")
     assert latest is not None and latest.name == f"{FOLDER}-2/model.json#HighValue"
     at = datetime(2026, 11, 25, 2, tzinfo=UTC)
-    (run_id,) = runs.refresh(world.svc, at=at)
+    (run_id,) = run_requests.refresh(world.svc, at=at)
     world.pump()
     run = world.ledger.get_run(run_id)
     assert run is not None
     assert (run.trigger, run.snapshot, run.state) == ("timer", latest.name, "succeeded")
-    assert runs.refresh(world.svc, at=at) == []  # once per tick
+    assert run_requests.refresh(world.svc, at=at) == []  # once per tick
 
     world.put(f"{FOLDER}-2/model.json", b"{}")  # replaced by a version still to be handled
     assert world.storage.latest_snapshot("HighValue") is None
-    assert runs.refresh(world.svc, at=at + timedelta(days=1)) == []
+    assert run_requests.refresh(world.svc, at=at + timedelta(days=1)) == []
 
 
 def test_a_partition_replaced_after_the_manifest_skips_the_run(world: World) -> None:
     world.destination("marketing", "HighValue")
-    (run_id,) = runs.on_snapshot(world.svc, world.folder())
+    (run_id,) = arrivals.on_snapshot(world.svc, world.folder())
     world.put(partition_blob("HighValue", 2), rows(range(500, 510)))
     world.pump()
     run = world.ledger.get_run(run_id)
@@ -386,7 +387,7 @@ def test_a_poisoned_look_exports_what_is_complete_and_ends_the_rest(world: World
     check = ManifestCheck(
         manifest=MANIFEST, etag=manifest.etag, written_at=manifest.last_modified, checks=3
     )
-    runs.manifest_poisoned(world.svc, check)
+    poison.manifest_poisoned(world.svc, check)
     world.pump()
     (exported,) = world.runs_of("marketing")
     (ended,) = world.runs_of("winback")

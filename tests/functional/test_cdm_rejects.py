@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import pytest
 
 from exporter.adapters.azure_storage import Storage
-from exporter.admin import commands as admin
+from exporter.admin.runs import run_details
 from exporter.admin.views import details_json, summary
-from exporter.flow import runs
+from exporter.flow import arrivals
 from exporter.model.destinations import Consent, Destination
 from exporter.model.runs import RunRecord
 from tests.support.cdm import model_json
@@ -72,7 +72,7 @@ def exported(world: FlowWorld) -> tuple[RunRecord, bytes]:
     manifest = world.storage.put_snapshot(
         MANIFEST, model_json({"HighValue": PARTITIONS}, attributes=ATTRIBUTES, base=AZURITE)
     )
-    (run_id,) = runs.on_snapshot(world.svc, manifest)
+    (run_id,) = arrivals.on_snapshot(world.svc, manifest)
     world.pump()
     run = world.ledger.get_run(run_id)
     assert run is not None
@@ -103,7 +103,7 @@ def test_run_details_read_the_partitions_back(
     run.reject_report = storage.write_report(run.run_id, io.BytesIO(report))
     ledger.create_run(run)
     svc = replace(world.svc, storage=storage, ledger=ledger)  # the flow's, on Azure storage
-    details = admin.run_details(svc, run.run_id)
+    details = run_details(svc, run.run_id)
 
     found = {
         reason: [(s.row, s.line, s.partition) for s in got]
@@ -121,6 +121,6 @@ def test_run_details_read_the_partitions_back(
     # A report written before the column existed still reads: no partition to show.
     old = b'row,line,reason,message\n5,6,missing_email,"the email field is empty"\n'
     assert storage.write_report(run.run_id, io.BytesIO(old)) == run.reject_report  # replaced
-    details = admin.run_details(svc, run.run_id)
+    details = run_details(svc, run.run_id)
     (sample,) = details.samples["missing_email"]
     assert (sample.row, sample.line, sample.partition) == (5, 6, "")

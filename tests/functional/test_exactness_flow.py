@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from exporter.adapters.sendgrid import SendGridClient
-from exporter.flow import runs, sending, verification
+from exporter.flow import arrivals, plan, poison, run_requests, sending
 from exporter.model.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
@@ -46,9 +46,9 @@ class World(ListWorld):
         rows = ["Email,FirstName"] + [f"user{i}@example.com,{n}" for i, n in people.items()]
         version = self.storage.put_snapshot(f"loyal/{self.files:03d}.csv", "\n".join(rows).encode())
         if request:
-            runs.request_exports(self.svc, version, "api", **request)
+            run_requests.request_exports(self.svc, version, "api", **request)
         else:
-            runs.on_snapshot(self.svc, version)
+            arrivals.on_snapshot(self.svc, version)
         self.pump()
         return self.ledger.runs()[0]
 
@@ -130,7 +130,7 @@ def test_sendgrids_lag_is_looked_at_again_before_anything_is_called_drift(world:
 def test_contacts_sendgrid_errored_are_healed_within_the_run(world: World) -> None:
     world.destination()
     world.sandbox.faults(contact_error_rate=1.0)
-    runs.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", csv_of(range(30))))
+    arrivals.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", csv_of(range(30))))
     world.plan_queued()
     for message in world.take_batches():
         sending.send_batch(world.svc, message)
@@ -167,11 +167,11 @@ def test_a_failed_run_forgets_nothing_it_added(world: World) -> None:
     world.destination(sync_mode="mirror", max_removal_share=1.0, **UNVERIFIED)
     world.export(dict.fromkeys(range(10), "A"))
     # 50 join, in two batches: 40, and 10 whose batch never lands
-    runs.on_snapshot(world.svc, world.storage.put_snapshot("loyal/b.csv", csv_of(range(60))))
+    arrivals.on_snapshot(world.svc, world.storage.put_snapshot("loyal/b.csv", csv_of(range(60))))
     world.plan_queued()
     first, second = world.take_batches()
     sending.send_batch(world.svc, first)  # lands
-    runs.batch_poisoned(world.svc, second)  # never does
+    poison.batch_poisoned(world.svc, second)  # never does
     world.pump()
     failed = world.ledger.runs()[0]
     assert (failed.state, failed.state_committed) == ("failed", True)
@@ -218,7 +218,7 @@ def ten_leave(world: World) -> BatchMessage:
     """20 members, then a snapshot of the first 10, planned: its one removal batch's message."""
     world.destination(sync_mode="mirror", **UNVERIFIED)
     world.export(dict.fromkeys(range(20), "A"))
-    runs.on_snapshot(world.svc, world.storage.put_snapshot("loyal/b.csv", csv_of(range(10))))
+    arrivals.on_snapshot(world.svc, world.storage.put_snapshot("loyal/b.csv", csv_of(range(10))))
     world.plan_queued()
     (message,) = world.take_batches()
     return message
@@ -288,14 +288,14 @@ def test_a_look_that_cannot_be_taken_leaves_the_run_unverified_with_the_reason(
 
 def test_a_poisoned_look_ends_the_run_unverified(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", csv_of(range(10))))
+    arrivals.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", csv_of(range(10))))
     world.plan_queued()
     for message in world.take_batches():
         sending.send_batch(world.svc, message)
     run_id = world.ledger.runs()[0].run_id
     follow_jobs_until(world, "verifying")
     (look,) = world.storage.take(LIST_CHECKS)
-    verification.list_check_poisoned(world.svc, decode(ListCheck, look.body))
+    poison.list_check_poisoned(world.svc, decode(ListCheck, look.body))
     run = world.ledger.get_run(run_id)
     assert run is not None and (run.state, run.verified) == ("succeeded", False)
     assert "the look at the list failed on every attempt" in run.verify_note
@@ -315,7 +315,7 @@ def test_a_worker_dying_before_queueing_the_first_look_does_not_hang_the_run(
         real(queue, message, delay=delay)
 
     monkeypatch.setattr(world.storage, "send", dies)
-    runs.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", csv_of(range(10))))
+    arrivals.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", csv_of(range(10))))
     world.plan_queued()
     (message,) = world.take_batches()
     sending.send_batch(world.svc, message)
@@ -361,13 +361,13 @@ def csv_of(ids: range) -> bytes:
 
 def test_planning_waits_out_sendgrid_failures_then_gives_up_saying_why(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", csv_of(range(10))))
+    arrivals.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", csv_of(range(10))))
     world.sandbox.faults(error_rate=1.0)
     delays = []
     while requests := world.storage.take(EXPORT_REQUESTS):
         (request,) = requests
         delays.append(request.delay)
-        runs.plan_run(world.svc, decode(ExportRequest, request.body))  # never raises
+        plan.plan_run(world.svc, decode(ExportRequest, request.body))  # never raises
     run = world.ledger.runs()[0]
     assert run.state == "failed"
     assert run.error.startswith(f"planning failed: SendGrid failed {sending.MAX_RETRIES} times")
@@ -383,5 +383,5 @@ def test_a_snapshot_of_a_segment_name_no_destination_can_have_is_ignored(
 ) -> None:
     world.destination()
     version = world.storage.put_snapshot(name, csv_of(range(3)))
-    assert runs.on_snapshot(world.svc, version) == []  # no run, no exception (no retry loop)
+    assert arrivals.on_snapshot(world.svc, version) == []  # no run, no exception (no retry loop)
     assert "ignored" in caplog.text and world.ledger.runs() == []

@@ -19,7 +19,7 @@ import pytest
 import exporter.triggers
 from exporter.adapters.secrets import EnvSecretProvider
 from exporter.adapters.sendgrid import SendGridClient
-from exporter.flow import runs, verification
+from exporter.flow import poison
 from exporter.flow.services import Services
 from exporter.model.messages import BatchMessage, ExportRequest, JobCheck, ListCheck, ManifestCheck
 from exporter.model.runs import BatchRecord, RunRecord
@@ -243,7 +243,7 @@ def a_run(run_id: str = RUN_ID, **fields: Any) -> RunRecord:
 POISONED: list[tuple[str, Callable[[Services, Any], None], Any]] = [
     (
         "export-requests-poison",
-        runs.request_poisoned,
+        poison.request_poisoned,
         ExportRequest(
             run_id=UNKNOWN,
             destination="marketing",
@@ -254,9 +254,9 @@ POISONED: list[tuple[str, Callable[[Services, Any], None], Any]] = [
             requested_at=WHEN,
         ),
     ),
-    ("contact-batches-poison", runs.batch_poisoned, BatchMessage(run_id=UNKNOWN, batch=3)),
-    ("import-jobs-poison", runs.job_poisoned, JobCheck(run_id=UNKNOWN, batch=3, job_id="j1")),
-    ("list-checks-poison", verification.list_check_poisoned, ListCheck(run_id=UNKNOWN, look=0)),
+    ("contact-batches-poison", poison.batch_poisoned, BatchMessage(run_id=UNKNOWN, batch=3)),
+    ("import-jobs-poison", poison.job_poisoned, JobCheck(run_id=UNKNOWN, batch=3, job_id="j1")),
+    ("list-checks-poison", poison.list_check_poisoned, ListCheck(run_id=UNKNOWN, look=0)),
 ]
 
 
@@ -283,8 +283,8 @@ def test_a_poison_message_naming_a_run_that_does_not_exist_is_logged_and_dropped
 @pytest.mark.parametrize(
     ("queue", "handler", "poison"),
     [
-        ("contact-batches-poison", runs.batch_poisoned, BatchMessage(run_id=RUN_ID, batch=7)),
-        ("import-jobs-poison", runs.job_poisoned, JobCheck(run_id=RUN_ID, batch=7, job_id="j")),
+        ("contact-batches-poison", poison.batch_poisoned, BatchMessage(run_id=RUN_ID, batch=7)),
+        ("import-jobs-poison", poison.job_poisoned, JobCheck(run_id=RUN_ID, batch=7, job_id="j")),
     ],
 )
 def test_a_poison_message_naming_a_batch_the_run_does_not_have_leaves_the_run_alone(
@@ -310,7 +310,7 @@ def test_a_poison_message_of_a_run_that_exists_still_fails_it() -> None:
     svc = services()
     svc.ledger.create_run(a_run(state="planning", planned=False, error="planning attempt: boom"))
     request = POISONED[0][2].model_copy(update={"run_id": RUN_ID})
-    runs.request_poisoned(svc, request)
+    poison.request_poisoned(svc, request)
     run = svc.ledger.get_run(RUN_ID)
     assert run is not None and run.state == "failed"
     assert run.error == "planning failed on every attempt; the last: planning attempt: boom"
@@ -320,7 +320,7 @@ def test_a_poison_message_of_a_batch_that_exists_fails_the_batch_and_settles_the
     svc = services()
     svc.ledger.create_run(a_run(batches=1))
     svc.ledger.put_batches(RUN_ID, [BatchRecord(RUN_ID, 0, 10, 100, error="OSError: gone")])
-    runs.batch_poisoned(svc, BatchMessage(run_id=RUN_ID, batch=0))
+    poison.batch_poisoned(svc, BatchMessage(run_id=RUN_ID, batch=0))
     run = svc.ledger.get_run(RUN_ID)
     assert run is not None and run.state == "failed"
     assert "sending failed on every attempt; the last: OSError: gone" in run.error
@@ -329,7 +329,7 @@ def test_a_poison_message_of_a_batch_that_exists_fails_the_batch_and_settles_the
 def test_a_poisoned_look_at_a_cdm_folder_that_is_gone_is_dropped() -> None:
     svc = services()
     check = ManifestCheck(manifest="ci/BlobExport/model.json", etag='"0x1"', written_at=WHEN)
-    runs.manifest_poisoned(svc, check)  # the model.json was deleted: nothing to end, no error
+    poison.manifest_poisoned(svc, check)  # the model.json was deleted: nothing to end, no error
     assert svc.ledger.runs() == []
 
 
@@ -339,7 +339,7 @@ def test_a_poisoned_look_at_a_cdm_folder_that_is_gone_is_dropped() -> None:
         *POISONED,
         (
             "cdm-manifests-poison",
-            runs.manifest_poisoned,
+            poison.manifest_poisoned,
             ManifestCheck(manifest="ci/BlobExport/model.json", etag='"0x1"', written_at=WHEN),
         ),
     ],

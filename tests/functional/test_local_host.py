@@ -31,14 +31,10 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient
 
 from exporter.local.azurite import AzuriteProcess
-from exporter.local.host import (
-    BLOB_POISON_QUEUE,
-    RECEIPTS_CONTAINER,
-    HostConfig,
-    HostError,
-    LocalHost,
-    Route,
-)
+from exporter.local.host.blobs import BLOB_POISON_QUEUE, RECEIPTS_CONTAINER
+from exporter.local.host.config import HostConfig, HostError
+from exporter.local.host.http import Route
+from exporter.local.host.runtime import LocalHost
 from tests.support.azurite import REPO, eventually, queue_client, unique_name
 
 pytestmark = pytest.mark.functional

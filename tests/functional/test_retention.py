@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from exporter.core.errors import InputError
-from exporter.flow import finish, retention, runs, sending
+from exporter.flow import arrivals, finish, retention, sending
 from exporter.flow.services import DEFAULT_REPORT_RETENTION_DAYS
 from exporter.model.runs import utcnow
 from exporter.wiring import services_from_env
@@ -41,10 +41,10 @@ def run_files(world: World, run_id: str) -> list[str]:
 
 def test_a_run_keeps_no_contact_data_once_it_has_ended(world: World) -> None:
     world.destination(sync_mode="mirror")
-    runs.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", segment(range(60))))
+    arrivals.on_snapshot(world.svc, world.storage.put_snapshot("loyal/a.csv", segment(range(60))))
     world.pump()
     version = world.storage.put_snapshot("loyal/b.csv", segment(range(30), "not-an-email,X\n"))
-    (run_id,) = runs.on_snapshot(world.svc, version)  # 30 leave: removal batches
+    (run_id,) = arrivals.on_snapshot(world.svc, version)  # 30 leave: removal batches
     world.plan_queued()
     planned = run_files(world, run_id)
     assert any("/removals/" in n for n in planned) and any("/state/" in n for n in planned)
@@ -56,7 +56,7 @@ def test_a_run_keeps_no_contact_data_once_it_has_ended(world: World) -> None:
 
 def test_a_stopped_runs_batches_are_not_sent_once_it_has_ended(world: World) -> None:
     world.destination()
-    (run_id,) = runs.on_snapshot(
+    (run_id,) = arrivals.on_snapshot(
         world.svc, world.storage.put_snapshot("loyal/a.csv", segment(range(50)))
     )
     world.plan_queued()
@@ -73,7 +73,7 @@ def test_a_stopped_runs_batches_are_not_sent_once_it_has_ended(world: World) -> 
 
 def test_reject_reports_are_deleted_after_their_retention(world: World) -> None:
     world.destination()
-    (run_id,) = runs.on_snapshot(
+    (run_id,) = arrivals.on_snapshot(
         world.svc, world.storage.put_snapshot("loyal/a.csv", segment(range(5), "bad,X\n"))
     )
     world.pump()

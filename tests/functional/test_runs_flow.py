@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.flow import runs, sending, slots, verification
+from exporter.flow import arrivals, plan, poison, run_requests, sending, slots, verification
 from exporter.model.messages import (
     CONTACT_BATCHES,
     EXPORT_REQUESTS,
@@ -69,7 +69,7 @@ def test_a_snapshot_ends_up_exactly_in_the_list(world: World) -> None:
     world.destination()
     bad = "not-an-email,Bad,X\nUSER3@EXAMPLE.COM,Dup,Y\n,,\nragged@example.com\n"
     version = world.drop("loyal/2026-11-24.csv", segment_csv(100, extra=bad))
-    (run_id,) = runs.on_snapshot(world.svc, version)
+    (run_id,) = arrivals.on_snapshot(world.svc, version)
     world.pump()
 
     run = world.ledger.get_run(run_id)
@@ -100,7 +100,7 @@ def test_a_snapshot_ends_up_exactly_in_the_list(world: World) -> None:
 
 def test_states_move_queued_planning_sending_confirming_succeeded(world: World) -> None:
     world.destination()
-    (run_id,) = runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
+    (run_id,) = arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
     assert world.ledger.get_run(run_id).state == "queued"  # type: ignore[union-attr]
     world.plan_queued()
     assert world.ledger.get_run(run_id).state == "sending"  # type: ignore[union-attr]
@@ -114,17 +114,17 @@ def test_states_move_queued_planning_sending_confirming_succeeded(world: World) 
 def test_the_same_blob_twice_makes_one_run(world: World) -> None:
     world.destination()
     version = world.drop("loyal/a.csv", segment_csv(10))
-    assert len(runs.on_snapshot(world.svc, version)) == 1
-    assert runs.on_snapshot(world.svc, version) == []
+    assert len(arrivals.on_snapshot(world.svc, version)) == 1
+    assert arrivals.on_snapshot(world.svc, version) == []
     world.pump()
     assert len(world.ledger.runs()) == 1
     changed = world.drop("loyal/a.csv", segment_csv(11))  # a new version is a new run
-    assert len(runs.on_snapshot(world.svc, changed)) == 1
+    assert len(arrivals.on_snapshot(world.svc, changed)) == 1
 
 
 def test_every_message_delivered_twice_still_counts_once(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(90)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(90)))
     for _ in range(20):
         sent = [
             m
@@ -136,7 +136,7 @@ def test_every_message_delivered_twice_still_counts_once(world: World) -> None:
         time.sleep(0.1)
         for m in sent + sent:  # at-least-once: every message twice
             handler, model = {
-                EXPORT_REQUESTS: (runs.plan_run, ExportRequest),
+                EXPORT_REQUESTS: (plan.plan_run, ExportRequest),
                 CONTACT_BATCHES: (sending.send_batch, BatchMessage),
                 IMPORT_JOBS: (sending.follow_job, JobCheck),
                 LIST_CHECKS: (verification.check_list, ListCheck),
@@ -153,7 +153,7 @@ def test_every_message_delivered_twice_still_counts_once(world: World) -> None:
 
 def test_a_429_defers_the_batch_without_failing_it(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.plan_queued()
     world.sandbox.faults(throttle_rate=1.0)  # type: ignore[attr-defined]
     (message,) = world.take_batches()
@@ -171,7 +171,7 @@ def test_a_429_defers_the_batch_without_failing_it(world: World) -> None:
 
 def test_a_5xx_puts_the_batch_back_with_a_growing_delay(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.plan_queued()
     (message,) = world.take_batches()
     world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
@@ -194,7 +194,7 @@ def test_a_5xx_puts_the_batch_back_with_a_growing_delay(world: World) -> None:
 
 def test_sendgrid_failing_every_time_fails_the_batch_after_the_last_retry(world: World) -> None:
     world.destination(**UNVERIFIED)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.plan_queued()
     (message,) = world.take_batches()
     world.sandbox.faults(error_rate=1.0)  # type: ignore[attr-defined]
@@ -213,7 +213,7 @@ def test_sendgrid_failing_every_time_fails_the_batch_after_the_last_retry(world:
 
 def test_a_missing_list_fails_the_run_before_anything_is_sent(world: World) -> None:
     world.destination(list_id="7d3f9a2e-1111-4222-8333-444455556666")  # no such list
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
     world.pump()
     run = world.only_run()
     assert run.state == "failed"
@@ -224,7 +224,7 @@ def test_a_missing_list_fails_the_run_before_anything_is_sent(world: World) -> N
 
 def test_a_permanently_rejected_batch_fails_the_run_and_says_why(world: World) -> None:
     world.destination(**UNVERIFIED)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(50)))
     world.plan_queued()
     world.client.delete_list(world.list_id)  # gone after planning: SendGrid refuses the upserts
     world.pump()
@@ -243,7 +243,7 @@ def test_poisoned_batch_marks_the_run_failed_with_the_last_error(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.destination(**UNVERIFIED)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.plan_queued()
     (message,) = world.take_batches()
 
@@ -254,7 +254,7 @@ def test_poisoned_batch_marks_the_run_failed_with_the_last_error(
     for _ in range(5):
         with pytest.raises(OSError, match="unreachable"):  # not SendGrid's: the host retries
             sending.send_batch(world.svc, message)
-    runs.batch_poisoned(world.svc, message)  # the host gave up
+    poison.batch_poisoned(world.svc, message)  # the host gave up
     run = world.only_run()
     assert run.state == "failed"
     assert "batch 0: sending failed on every attempt; the last: OSError" in run.error
@@ -263,7 +263,7 @@ def test_poisoned_batch_marks_the_run_failed_with_the_last_error(
 
 def test_no_consent_no_export(world: World, caplog: pytest.LogCaptureFixture) -> None:
     world.destination(consent=None)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.pump()
     run = world.only_run()
     assert run.state == "failed"
@@ -271,7 +271,7 @@ def test_no_consent_no_export(world: World, caplog: pytest.LogCaptureFixture) ->
     assert not any("PUT" in k for k in world.sandbox.requests())  # type: ignore[attr-defined]
 
     # The timer does not add a failed run every tick: it says so in the log instead.
-    assert runs.refresh(world.svc, at=datetime(2026, 11, 25, tzinfo=UTC)) == []
+    assert run_requests.refresh(world.svc, at=datetime(2026, 11, 25, tzinfo=UTC)) == []
     assert [r.run_id for r in world.ledger.runs()] == [run.run_id]
     assert "destination marketing has no recorded data-privacy consent" in caplog.text
 
@@ -279,7 +279,7 @@ def test_no_consent_no_export(world: World, caplog: pytest.LogCaptureFixture) ->
 def test_an_unreadable_file_fails_its_run_with_a_message(world: World) -> None:
     world.destination()
     version = world.storage.put_snapshot("loyal/bad.csv", b"Email,Name\na@b.co,Jos\xe9\n")
-    runs.on_snapshot(world.svc, version)
+    arrivals.on_snapshot(world.svc, version)
     world.pump()
     run = world.only_run()
     assert run.state == "failed"
@@ -289,7 +289,7 @@ def test_an_unreadable_file_fails_its_run_with_a_message(world: World) -> None:
 
 def test_a_missing_secret_fails_the_run_clearly(world: World) -> None:
     world.destination(api_key_secret="SENDGRID_KEY_MISSING")
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.pump()
     run = world.only_run()
     assert run.state == "failed"
@@ -301,7 +301,7 @@ def test_a_refused_key_fails_the_batch_without_retrying() -> None:
         world = World.connect(keyed, "SG.the-right-one", secret="SG.revoked-key")
         world.list_id = world.client.create_list("l").id
         world.destination()
-        runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+        arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
         world.pump()  # no exception: a refused key is not retried
         run = world.only_run()
         assert run.state == "failed"
@@ -311,7 +311,7 @@ def test_a_refused_key_fails_the_batch_without_retrying() -> None:
 
 def test_destination_removed_after_planning(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(10)))
     world.plan_queued()
     world.destinations.delete("marketing")
     world.pump()
@@ -323,7 +323,7 @@ def test_destination_removed_after_planning(world: World) -> None:
 def test_snapshot_replaced_before_planning_is_skipped(world: World) -> None:
     world.destination()
     old = world.drop("loyal/a.csv", segment_csv(10))
-    runs.on_snapshot(world.svc, old)
+    arrivals.on_snapshot(world.svc, old)
     world.drop("loyal/a.csv", segment_csv(12))  # overwritten before the planner ran
     world.plan_queued()
     run = world.only_run()
@@ -338,9 +338,9 @@ def test_timer_re_exports_the_latest_snapshot_once_per_tick(world: World) -> Non
     world.drop("vip/x.csv", segment_csv(3))
     world.drop("vip/model.json", b"{}".decode())  # not a snapshot file
     tick = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
-    first = runs.refresh(world.svc, tick)
+    first = run_requests.refresh(world.svc, tick)
     assert len(first) == 2
-    assert runs.refresh(world.svc, tick) == []  # the same tick again makes nothing new
+    assert run_requests.refresh(world.svc, tick) == []  # the same tick again makes nothing new
     world.pump()
     snapshots = sorted(r.snapshot for r in world.ledger.runs())
     assert snapshots == ["loyal/new.csv", "vip/x.csv"]
@@ -350,14 +350,14 @@ def test_timer_re_exports_the_latest_snapshot_once_per_tick(world: World) -> Non
 def test_custom_fields_are_resolved_to_ids_or_fail_clearly(world: World) -> None:
     world.destination(mapping={"custom:tier": "Tier"})
     data = "Email,Tier\na@example.com,Gold\nb@example.com,\n"
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", data))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", data))
     world.pump()
     run = world.only_run()
     assert run.state == "failed"
     assert "custom field(s) 'tier' do not exist in SendGrid" in run.error
 
     world.client.create_field("tier", "Text")
-    runs.on_snapshot(world.svc, world.drop("loyal/b.csv", data))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/b.csv", data))
     world.pump()
     latest = world.ledger.runs()[0]
     assert latest.state == "succeeded", latest.error
@@ -368,11 +368,11 @@ def test_custom_fields_are_resolved_to_ids_or_fail_clearly(world: World) -> None
 def test_run_ids_are_readable_and_stable_for_one_blob_version() -> None:
     version = SnapshotVersion("loyal/a.csv", '"0x1"', datetime(2026, 11, 24, 9, 30, tzinfo=UTC), 1)
     at = datetime(2026, 11, 25, tzinfo=UTC)
-    blob_id = runs.make_run_id("marketing", version, "blob", at)
+    blob_id = run_requests.make_run_id("marketing", version, "blob", at)
     assert blob_id.startswith("20261124T093000-")
-    assert blob_id == runs.make_run_id("marketing", version, "blob", datetime.now(UTC))
-    assert blob_id != runs.make_run_id("sales", version, "blob", at)
-    assert runs.make_run_id("marketing", version, "api", at) != runs.make_run_id(
+    assert blob_id == run_requests.make_run_id("marketing", version, "blob", datetime.now(UTC))
+    assert blob_id != run_requests.make_run_id("sales", version, "blob", at)
+    assert run_requests.make_run_id("marketing", version, "api", at) != run_requests.make_run_id(
         "marketing", version, "api", at
     )
     assert json.dumps(blob_id)  # plain text, usable as a table key and blob prefix
@@ -400,7 +400,7 @@ def crash_on_send(world: World, queue: str, after: int) -> None:
 
 def deliver(world: World, queue: str) -> None:
     handler, model = {
-        EXPORT_REQUESTS: (runs.plan_run, ExportRequest),
+        EXPORT_REQUESTS: (plan.plan_run, ExportRequest),
         CONTACT_BATCHES: (sending.send_batch, BatchMessage),
         IMPORT_JOBS: (sending.follow_job, JobCheck),
     }[queue]
@@ -413,7 +413,7 @@ def deliver(world: World, queue: str) -> None:
 
 def test_a_planner_dying_while_queueing_batches_does_not_hang_the_run(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
     crash_on_send(world, CONTACT_BATCHES, after=2)  # dies after queueing the first batch
     deliver(world, EXPORT_REQUESTS)
     assert world.only_run().state == "sending"
@@ -427,7 +427,7 @@ def test_a_worker_dying_before_queueing_the_job_check_does_not_hang_the_run(
     world: World,
 ) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(30)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(30)))
     deliver(world, EXPORT_REQUESTS)
     crash_on_send(world, IMPORT_JOBS, after=1)
     deliver(world, CONTACT_BATCHES)  # upserted and recorded, then died
@@ -446,7 +446,7 @@ def test_a_follower_dying_before_finalising_does_not_hang_the_run(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(30)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(30)))
     deliver(world, EXPORT_REQUESTS)
     deliver(world, CONTACT_BATCHES)
     time.sleep(0.2)
@@ -474,7 +474,7 @@ def latest(world: World) -> RunRecord:
 
 def test_a_refresh_sends_only_what_changed(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
     world.pump()
     first = latest(world)
     assert (first.sent, first.unchanged, first.members, first.state_committed) == (
@@ -484,7 +484,7 @@ def test_a_refresh_sends_only_what_changed(world: World) -> None:
         True,
     )
 
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))  # same content
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))  # same content
     world.pump()
     same = latest(world)
     assert same.run_id != first.run_id
@@ -492,7 +492,7 @@ def test_a_refresh_sends_only_what_changed(world: World) -> None:
     assert upserted(world) == 3  # the first run's three batches only
 
     changed = segment_csv(100).replace("Name7,", "Renamed7,").replace("Name42,", "Renamed42,")
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "new@example.com,New,X\n"))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "new@example.com,New,X\n"))
     world.pump()
     delta = latest(world)
     assert (delta.state, delta.sent, delta.unchanged, delta.members) == ("succeeded", 3, 98, 101)
@@ -505,9 +505,9 @@ def test_a_refresh_sends_only_what_changed(world: World) -> None:
 def test_a_full_refresh_sends_everyone(world: World) -> None:
     world.destination()
     version = world.drop("loyal/a.csv", segment_csv(50))
-    runs.on_snapshot(world.svc, version)
+    arrivals.on_snapshot(world.svc, version)
     world.pump()
-    runs.request_exports(world.svc, version, "api", full_refresh=True)
+    run_requests.request_exports(world.svc, version, "api", full_refresh=True)
     world.pump()
     run = latest(world)
     # Everyone sent: none counts as "unchanged" (that is what was not sent).
@@ -519,10 +519,10 @@ def test_every_third_run_is_a_full_refresh_when_the_destination_asks(world: Worl
     world.destination(full_refresh_every=3)
     plan = []
     for n in range(7):
-        if n:
-            runs.refresh(world.svc, at=datetime(2026, 11, 25, n, tzinfo=UTC))  # hourly ticks
+        if n:  # hourly ticks
+            run_requests.refresh(world.svc, at=datetime(2026, 11, 25, n, tzinfo=UTC))
         else:
-            runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(20)))
+            arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(20)))
         world.pump()
         run = latest(world)
         assert run.state == "succeeded"
@@ -541,21 +541,21 @@ def test_every_third_run_is_a_full_refresh_when_the_destination_asks(world: Worl
 
 def test_a_failed_run_does_not_count_towards_the_next_full_refresh(world: World) -> None:
     world.destination(full_refresh_every=2, **UNVERIFIED)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(20)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(20)))
     world.pump()
     changed = world.drop("loyal/a.csv", segment_csv(20).replace(",Name1,", ",Changed1,"))
-    runs.on_snapshot(world.svc, changed)  # not due: a delta run, which fails
+    arrivals.on_snapshot(world.svc, changed)  # not due: a delta run, which fails
     world.plan_queued()
     for m in world.take_batches():
-        runs.batch_poisoned(world.svc, m)
+        poison.batch_poisoned(world.svc, m)
     world.pump()
     assert (latest(world).full_refresh, latest(world).state) == (False, "failed")
-    runs.refresh(
+    run_requests.refresh(
         world.svc, at=datetime(2026, 11, 25, 1, tzinfo=UTC)
     )  # not due: failed runs don't count
     world.pump()
     assert (latest(world).full_refresh, latest(world).sent) == (False, 1)
-    runs.refresh(world.svc, at=datetime(2026, 11, 25, 2, tzinfo=UTC))  # due now
+    run_requests.refresh(world.svc, at=datetime(2026, 11, 25, 2, tzinfo=UTC))  # due now
     world.pump()
     assert (latest(world).full_refresh, latest(world).sent, latest(world).state) == (
         True,
@@ -568,19 +568,19 @@ def test_a_failed_run_commits_what_landed_so_the_next_run_sends_only_the_rest(
     world: World,
 ) -> None:
     world.destination(**UNVERIFIED)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(60)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(60)))
     world.pump()
     changed = segment_csv(60).replace(",Name", ",Changed")  # all 60 changed
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
     world.plan_queued()
     first, second = world.take_batches()
     sending.send_batch(world.svc, first)  # one batch (40) lands
-    runs.batch_poisoned(world.svc, second)  # the other (20) never does
+    poison.batch_poisoned(world.svc, second)  # the other (20) never does
     world.pump()
     failed = latest(world)
     assert (failed.state, failed.state_committed) == ("failed", True)
 
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "\n"))  # same rows again
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "\n"))  # same rows again
     world.pump()
     again = latest(world)
     assert (again.state, again.sent, again.state_committed) == ("succeeded", 20, True)
@@ -589,12 +589,12 @@ def test_a_failed_run_commits_what_landed_so_the_next_run_sends_only_the_rest(
 
 def test_contacts_sendgrid_errored_are_sent_again_and_nothing_else(world: World) -> None:
     world.destination(**UNVERIFIED)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(100)))
     world.pump()
     changed = segment_csv(100).replace(",Name1", ",Changed1")  # 11 rows: user1, user10-19
     changed = changed.replace(",Name5", ",Changed5")  # and 11 more: 22, one batch under 40
     changed += "".join(f"new{i}@example.com,New,X\n" for i in range(30))  # 52 to send
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", changed))
     world.plan_queued()
     first, second = world.take_batches()
     world.sandbox.faults(contact_error_rate=1.0)  # type: ignore[attr-defined]
@@ -612,7 +612,7 @@ def test_contacts_sendgrid_errored_are_sent_again_and_nothing_else(world: World)
     assert (partial.state, partial.sent, partial.errored) == ("succeeded_with_errors", 52, 40)
     assert partial.state_committed  # with the errored batch's contacts marked unsent
 
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "\n"))  # the same rows
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", changed + "\n"))  # the same rows
     world.pump()
     again = latest(world)
     assert (again.state, again.sent, again.errored, again.unchanged) == ("succeeded", 40, 0, 90)
@@ -624,7 +624,7 @@ def test_contacts_sendgrid_errored_are_sent_again_and_nothing_else(world: World)
 
 def test_over_the_profile_cap_nothing_is_sent(world: World) -> None:
     world.destination(profile_cap=50)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(51)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", segment_csv(51)))
     world.pump()
     run = latest(world)
     assert run.state == "failed"
@@ -644,12 +644,12 @@ def people(*numbers: int, name: str = "Name") -> str:
 
 def test_mirror_removes_those_who_left_and_takes_back_who_returns(world: World) -> None:
     world.destination(sync_mode="mirror")
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(1500))))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(1500))))
     world.pump()
     assert set(world.members()) == {f"user{i}@example.com" for i in range(1500)}
 
     stay = [i for i in range(1500) if i % 3]  # a third leave: 500 removals in one batch
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*stay)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*stay)))
     world.pump()
     run = latest(world)
     assert (run.state, run.leavers, run.removed, run.sent) == ("succeeded", 500, 500, 0)
@@ -657,7 +657,7 @@ def test_mirror_removes_those_who_left_and_takes_back_who_returns(world: World) 
     assert world.sandbox.state()["contacts"] == 1500  # removed from the list, not the account
 
     back = [*stay, 3, 6]  # two return
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*back)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*back)))
     world.pump()
     run = latest(world)
     assert (run.state, run.sent, run.leavers) == ("succeeded", 2, 0)
@@ -666,9 +666,9 @@ def test_mirror_removes_those_who_left_and_takes_back_who_returns(world: World) 
 
 def test_upsert_mode_never_removes(world: World) -> None:
     world.destination()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(10))))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(10))))
     world.pump()
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(1, 2)))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(1, 2)))
     world.pump()
     assert (latest(world).leavers, latest(world).removed) == (0, 0)
     assert len(world.members()) == 10
@@ -676,11 +676,11 @@ def test_upsert_mode_never_removes(world: World) -> None:
 
 def test_the_mass_removal_guard_stops_a_run_that_would_empty_the_list(world: World) -> None:
     world.destination(sync_mode="mirror")
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(100))))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(100))))
     world.pump()
     sent_before = upserted(world)
     version = world.drop("loyal/a.csv", people(*range(40)))  # 60% would go
-    runs.on_snapshot(world.svc, version)
+    arrivals.on_snapshot(world.svc, version)
     world.pump()
     run = latest(world)
     assert run.state == "failed"
@@ -688,11 +688,11 @@ def test_the_mass_removal_guard_stops_a_run_that_would_empty_the_list(world: Wor
     assert "(60%; allowed: 50%)" in run.error and "nothing was sent" in run.error
     assert len(world.members()) == 100 and upserted(world) == sent_before
 
-    runs.on_snapshot(world.svc, world.drop("loyal/empty.csv", "Email,FirstName\n"))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/empty.csv", "Email,FirstName\n"))
     world.pump()
     assert "and it would empty the list" in latest(world).error
 
-    runs.request_exports(world.svc, version, "api", allow_mass_removal=True)
+    run_requests.request_exports(world.svc, version, "api", allow_mass_removal=True)
     world.pump()
     run = latest(world)
     assert (run.state, run.removed) == ("succeeded", 60)
@@ -702,9 +702,9 @@ def test_the_mass_removal_guard_stops_a_run_that_would_empty_the_list(world: Wor
 def test_an_older_snapshot_arriving_late_is_skipped(world: World) -> None:
     world.destination(sync_mode="mirror")
     old = world.drop("loyal/monday.csv", people(*range(10)))
-    runs.on_snapshot(world.svc, world.drop("loyal/tuesday.csv", people(*range(5))))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/tuesday.csv", people(*range(5))))
     world.pump()
-    runs.on_snapshot(world.svc, old)  # Monday's file, delivered late
+    arrivals.on_snapshot(world.svc, old)  # Monday's file, delivered late
     world.pump()
     run = latest(world)
     assert (run.state, run.snapshot) == ("skipped", "loyal/monday.csv")
@@ -714,12 +714,12 @@ def test_an_older_snapshot_arriving_late_is_skipped(world: World) -> None:
 
 def test_two_snapshots_racing_never_interleave_and_the_newer_wins(world: World) -> None:
     world.destination(sync_mode="mirror")
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(100))))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(100))))
     world.pump()
     older = world.drop("loyal/b.csv", people(*range(60)))
     newer = world.drop("loyal/c.csv", people(*range(30, 90)))
-    runs.on_snapshot(world.svc, older)
-    runs.on_snapshot(world.svc, newer)
+    arrivals.on_snapshot(world.svc, older)
+    arrivals.on_snapshot(world.svc, newer)
     world.plan_queued()  # both planners run before any batch is sent
     by_snapshot = {r.snapshot: r for r in world.ledger.runs()}
     assert by_snapshot["loyal/b.csv"].state == "sending"
@@ -738,8 +738,8 @@ def test_the_newer_snapshot_planned_first_makes_the_older_one_skip(world: World)
     world.destination(sync_mode="mirror")
     older = world.drop("loyal/b.csv", people(*range(60)))
     newer = world.drop("loyal/c.csv", people(*range(30, 90)))
-    runs.on_snapshot(world.svc, newer)
-    runs.on_snapshot(world.svc, older)
+    arrivals.on_snapshot(world.svc, newer)
+    arrivals.on_snapshot(world.svc, older)
     world.pump()
     by_snapshot = {r.snapshot: r for r in world.ledger.runs()}
     assert by_snapshot["loyal/b.csv"].state == "skipped"
@@ -751,7 +751,7 @@ def test_an_unverified_run_records_the_count_it_sees_and_says_it_did_not_verify(
     world: World,
 ) -> None:
     world.destination(sync_mode="mirror", **UNVERIFIED)
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(20))))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(20))))
     world.pump()
     first = latest(world)
     assert (first.list_count, first.drift, first.state) == (20, 0, "succeeded")
@@ -759,7 +759,7 @@ def test_an_unverified_run_records_the_count_it_sees_and_says_it_did_not_verify(
     assert first.verify_note.startswith("not verified this run: segments over 0 members")
     someone = world.client.search_emails(["user3@example.com"])  # removed by hand in SendGrid
     world.client.remove_from_list(world.list_id, someone.values())
-    runs.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(20)) + "\n"))
+    arrivals.on_snapshot(world.svc, world.drop("loyal/a.csv", people(*range(20)) + "\n"))
     world.pump()
     run = latest(world)
     # Every batch landed (there were none): an unverified run trusts that, and shows the count.
@@ -772,9 +772,9 @@ def test_snapshots_written_in_the_same_second_are_ordered_by_name(world: World) 
     data = people(*range(5, 15)).encode()
     tuesday = SnapshotVersion("loyal/2026-11-24T0901.csv", '"t"', monday.last_modified, len(data))
     world.storage.snapshots[tuesday.name] = (data, tuesday)  # the same Last-Modified second
-    runs.on_snapshot(world.svc, tuesday)
+    arrivals.on_snapshot(world.svc, tuesday)
     world.pump()
-    runs.on_snapshot(world.svc, monday)  # the older one, late
+    arrivals.on_snapshot(world.svc, monday)  # the older one, late
     world.pump()
     run = latest(world)
     assert (run.snapshot, run.state) == (monday.name, "skipped")

@@ -837,7 +837,9 @@ def test_control_endpoints_need_no_key_and_are_not_rate_limited(sandbox: Sandbox
 def test_the_app_also_runs_in_process() -> None:
     from werkzeug.test import Client
 
-    from exporter.local.sandbox import Faults, SandboxConfig, build_app
+    from exporter.local.sandbox.app import build_app
+    from exporter.local.sandbox.config import SandboxConfig
+    from exporter.local.sandbox.faults import Faults
 
     with build_app(SandboxConfig(api_key="k", faults=Faults(job_delay=0))) as app:
         client = Client(app)
@@ -1221,7 +1223,7 @@ def test_a_lost_answer_took_effect_but_the_client_saw_a_connection_error(
 
 
 def test_new_knobs_come_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporter.local.sandbox import config_from_args
+    from exporter.local.sandbox.config import config_from_args
 
     monkeypatch.setenv("SANDBOX_LOSE_RATE", "0.25")
     monkeypatch.setenv("SANDBOX_EXPORT_FAIL_RATE", "0.5")

@@ -18,7 +18,7 @@ from typing import ClassVar
 import pytest
 import urllib3
 
-import exporter.adapters.sendgrid as sendgrid_module
+from exporter.adapters import sendgrid_export_files
 from exporter.adapters.sendgrid import SendGridClient
 from exporter.adapters.settings import SendGridSettings
 from exporter.core.list_export import read_export
@@ -655,7 +655,7 @@ def test_export_file_answers_map_to_error_types(files, name, error, status):
 
 def test_an_export_file_over_the_cap_is_refused(files, monkeypatch):
     client, server = files
-    monkeypatch.setattr(sendgrid_module, "MAX_EXPORT_FILE_BYTES", 100_000)
+    monkeypatch.setattr(sendgrid_export_files, "MAX_EXPORT_FILE_BYTES", 100_000)
 
     with pytest.raises(Rejected, match="1,000,000,000,000 bytes"):
         client.open_export_file(f"{server}/huge")

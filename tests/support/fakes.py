@@ -15,8 +15,10 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from exporter.core import cdm
 from exporter.core.batching import ContactStream
-from exporter.core.snapshots import Parts
-from exporter.core.synced_state import Delta, Member, state_size, write_state
+from exporter.core.snapshots.parts import Parts
+from exporter.core.synced_state.delta import Delta
+from exporter.core.synced_state.state import Member, state_size
+from exporter.core.synced_state.writing import write_state
 from exporter.model.layout import cdm_pointer_blob
 from exporter.model.versions import (
     SnapshotVersion,

@@ -15,7 +15,7 @@ from typing import Any, Self
 from exporter.adapters.secrets import EnvSecretProvider
 from exporter.adapters.sendgrid import SendGridClient
 from exporter.adapters.settings import SendGridSettings
-from exporter.flow import runs, sending, verification
+from exporter.flow import plan, sending, verification
 from exporter.flow.services import Services
 from exporter.model.destinations import Consent, Destination
 from exporter.model.messages import (
@@ -72,7 +72,7 @@ class FlowWorld:
     def plan_queued(self) -> None:
         """Deliver the queued export requests (plan their runs), and nothing else."""
         for m in self.storage.take(EXPORT_REQUESTS):
-            runs.plan_run(self.svc, decode(ExportRequest, m.body))
+            plan.plan_run(self.svc, decode(ExportRequest, m.body))
 
     def take_batches(self) -> list[BatchMessage]:
         """The queued batch messages, taken off the queue for the test to deliver itself."""
@@ -91,7 +91,7 @@ class FlowWorld:
             if not (requests or batches or jobs or looks):
                 return
             for m in requests:
-                runs.plan_run(self.svc, decode(ExportRequest, m.body))
+                plan.plan_run(self.svc, decode(ExportRequest, m.body))
             if any(m.delay for m in batches):
                 time.sleep(min(3.0, max(m.delay for m in batches)))  # as the queue would
             for m in batches:

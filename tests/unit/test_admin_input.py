@@ -20,7 +20,9 @@ from pydantic import ValidationError
 from exporter.adapters.destination_store import BlobDestinationStore
 from exporter.adapters.secrets import EnvSecretProvider
 from exporter.adapters.sendgrid import SendGridClient
-from exporter.admin import commands as admin
+from exporter.admin.destinations import save_destination
+from exporter.admin.errors import TooLarge
+from exporter.admin.requests import MAX_BODY_BYTES, DestinationRequest, ExportBody, parse
 from exporter.core.errors import InputError
 from exporter.core.paths import SEGMENT_PATTERN, valid_segment
 from exporter.flow.services import Services
@@ -138,10 +140,10 @@ def services(**settings: str) -> Services:
 
 
 def save(svc: Services, **changes: Any) -> str:
-    request = admin.parse(admin.DestinationRequest, document(**changes) | {"list_name": "x"})
+    request = parse(DestinationRequest, document(**changes) | {"list_name": "x"})
     request = request.model_copy(update={"list_id": None})
     with pytest.raises(InputError) as raised:
-        admin.save_destination(svc, request)
+        save_destination(svc, request)
     return str(raised.value)
 
 
@@ -190,12 +192,12 @@ def test_a_document_is_at_most_64_kib_as_stored() -> None:
 
 
 def test_request_bodies_over_the_cap_are_not_parsed() -> None:
-    with pytest.raises(admin.TooLarge, match="at most 262,144 are accepted"):
-        admin.parse(admin.DestinationRequest, b"{" + b" " * admin.MAX_BODY_BYTES + b"}")
+    with pytest.raises(TooLarge, match="at most 262,144 are accepted"):
+        parse(DestinationRequest, b"{" + b" " * MAX_BODY_BYTES + b"}")
     big = {"mapping": {f"custom:f{i}": "c" * 200 for i in range(2000)}}
-    with pytest.raises(admin.TooLarge):
-        admin.parse(admin.DestinationRequest, big)  # the CLI's documents too
-    assert isinstance(admin.TooLarge("x"), InputError)  # CLI exit 2
+    with pytest.raises(TooLarge):
+        parse(DestinationRequest, big)  # the CLI's documents too
+    assert isinstance(TooLarge("x"), InputError)  # CLI exit 2
 
 
 # --- strict types ----------------------------------------------------------------------------
@@ -214,9 +216,9 @@ def test_request_bodies_over_the_cap_are_not_parsed() -> None:
 )
 def test_export_bodies_take_json_types_as_they_are(body: dict[str, Any], field: str) -> None:
     with pytest.raises(InputError) as raised:
-        admin.parse(admin.ExportBody, json.dumps(body))
+        parse(ExportBody, json.dumps(body))
     assert str(raised.value).startswith(f"invalid request: {field}: ")
-    assert admin.parse(admin.ExportBody, b'{"full_refresh": true}').full_refresh is True
+    assert parse(ExportBody, b'{"full_refresh": true}').full_refresh is True
 
 
 @pytest.mark.parametrize(
@@ -243,8 +245,8 @@ def test_strict_still_reads_times_and_whole_numbers_from_json() -> None:
     assert destination.max_removal_share == 1.0
     assert destination.consent is not None
     assert destination.consent.accepted_at == datetime(2026, 11, 1, 9, tzinfo=UTC)
-    request = admin.parse(
-        admin.DestinationRequest,
+    request = parse(
+        DestinationRequest,
         {"consent": {"accepted_by": "dpo", "accepted_at": datetime(2026, 1, 1, tzinfo=UTC)}},
     )
     assert request.consent is not None

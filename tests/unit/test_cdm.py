@@ -16,7 +16,9 @@ import pytest
 from exporter.core import cdm
 from exporter.core.errors import MappingError, SnapshotError
 from exporter.core.planning import RejectedRow, plan
-from exporter.core.snapshots import BLANK, Part, Parts, Record, open_snapshot
+from exporter.core.snapshots.parts import Part, Parts
+from exporter.core.snapshots.records import BLANK, Record
+from exporter.core.snapshots.snapshot import open_snapshot
 
 MANIFEST = "ci/BlobExport/model.json"
 AZURE = "https://acct.blob.core.windows.net/segments/ci/BlobExport/HighValue/2026/11/24/1433"

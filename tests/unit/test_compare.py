@@ -8,8 +8,10 @@ from exporter.core.compare import Comparer
 from exporter.core.contacts import ContactBuilder
 from exporter.core.mapping import CustomField, FieldMapping, field_spec
 from exporter.core.planning import plan
-from exporter.core.snapshots import open_snapshot
-from exporter.core.synced_state import Delta, SyncedState, email_key
+from exporter.core.snapshots.snapshot import open_snapshot
+from exporter.core.synced_state.delta import Delta
+from exporter.core.synced_state.keys import email_key
+from exporter.core.synced_state.state import SyncedState
 
 FIELDS = ("first_name", "city", "custom:score")
 CUSTOM = {"score": CustomField("e1_N", "score", "Number")}

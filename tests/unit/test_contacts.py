@@ -12,7 +12,8 @@ from exporter.core.contacts import (
     truncate,
 )
 from exporter.core.mapping import CustomField, field_spec
-from exporter.core.snapshots import FIELD_CAP, RowProblem
+from exporter.core.snapshots.input_limits import FIELD_CAP
+from exporter.core.snapshots.records import RowProblem
 
 
 def builder(*names, fields=None):

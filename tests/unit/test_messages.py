@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from exporter.flow import runs
+from exporter.flow import run_requests
 from exporter.model.messages import (
     MAX_BATCH_INDEX,
     MAX_MESSAGE_BYTES,
@@ -25,7 +25,7 @@ from exporter.model.messages import (
 from exporter.model.versions import SnapshotVersion
 
 WHEN = datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
-RUN_ID = runs.make_run_id(
+RUN_ID = run_requests.make_run_id(
     "marketing", SnapshotVersion("loyal/a.csv", '"0x1"', WHEN, 10), "blob", WHEN
 )
 REQUEST: dict[str, Any] = {
@@ -42,7 +42,7 @@ REQUEST: dict[str, Any] = {
 def test_run_ids_the_app_makes_match_the_pattern() -> None:
     assert RUN_ID.startswith("20261124T101500-") and len(RUN_ID) == 28
     for trigger in ("blob", "timer", "api", "cli"):
-        run_id = runs.make_run_id(
+        run_id = run_requests.make_run_id(
             "d", SnapshotVersion("s/a.csv", "e", WHEN, 1), trigger, datetime.now(UTC)
         )
         assert decode(BatchMessage, BatchMessage(run_id=run_id, batch=0).encode()).run_id == run_id

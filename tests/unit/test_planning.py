@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.core import snapshots
 from exporter.core.batching import BatchLimits
 from exporter.core.errors import SnapshotError
 from exporter.core.planning import OverCap, plan, plan_file
-from exporter.core.snapshots import Part, Parts, open_snapshot
+from exporter.core.snapshots import input_limits
+from exporter.core.snapshots.parts import Part, Parts
+from exporter.core.snapshots.snapshot import open_snapshot
 
 HEADER = ["Email", "FirstName", "Note"]
 INVALID = [
@@ -179,7 +180,7 @@ def plan_fails(data, code, *words, name="s.csv", **kwargs):
 
 
 def test_rows_up_to_the_cap_are_planned_and_one_more_fails(monkeypatch):
-    monkeypatch.setattr(snapshots, "MAX_ROWS", 5)
+    monkeypatch.setattr(input_limits, "MAX_ROWS", 5)
     stats, _ = plan_bytes(GOOD + csv_rows(4) + b"\n")  # a blank row counts as a row
     assert (stats.rows, stats.valid, stats.blank) == (5, 4, 1)
     err = plan_fails(GOOD + csv_rows(6), "too_many_rows", "more than 5 rows")
@@ -187,7 +188,7 @@ def test_rows_up_to_the_cap_are_planned_and_one_more_fails(monkeypatch):
 
 
 def test_the_row_cap_counts_across_parts_and_names_the_part(monkeypatch):
-    monkeypatch.setattr(snapshots, "MAX_ROWS", 3)
+    monkeypatch.setattr(input_limits, "MAX_ROWS", 3)
     files = {"p1.csv": csv_rows(2), "p2.csv": csv_rows(2, 2)}
     parts = Parts(
         columns=("Email", "FirstName"),
@@ -202,7 +203,7 @@ def test_the_row_cap_counts_across_parts_and_names_the_part(monkeypatch):
 
 @pytest.mark.parametrize("name", ["s.csv", "s.jsonl"])
 def test_a_run_of_blank_rows_over_the_cap_fails_the_file(monkeypatch, name):
-    monkeypatch.setattr(snapshots, "MAX_BLANK_RUN", 3)
+    monkeypatch.setattr(input_limits, "MAX_BLANK_RUN", 3)
     if name == "s.csv":
         head, row = GOOD, b"a@example.com,A\n"
     else:
@@ -238,7 +239,7 @@ def test_the_deadline_stops_planning_between_rows():
 def test_the_deadline_stops_a_long_line_being_skipped(monkeypatch):
     """No row comes while the reader skips a long line: the reader's own look at the clock (every
     chunk it reads) stops it."""
-    monkeypatch.setattr(snapshots, "LINE_CAP", 100)  # so chunks are 100 bytes
+    monkeypatch.setattr(input_limits, "LINE_CAP", 100)  # so chunks are 100 bytes
     calls = [0]
 
     def clock():
@@ -261,7 +262,7 @@ def test_without_a_deadline_the_clock_is_never_read():
 
 
 def test_a_long_line_in_a_partition_rejects_its_row_and_the_next_part_is_read(monkeypatch):
-    monkeypatch.setattr(snapshots, "LINE_CAP", 100)
+    monkeypatch.setattr(input_limits, "LINE_CAP", 100)
     files = {
         "p1.csv": b"a@example.com,A\nb@example.com," + b"x" * 500 + b"\nc@example.com,C\n",
         "p2.csv": b"d@example.com," + b"y" * 300 + b"\ne@example.com,E\n",

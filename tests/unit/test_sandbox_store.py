@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from exporter.local.sandbox_store import (
-    EXPORT_CSV_COLUMNS,
-    KEPT_EXPORTS,
+from exporter.local.sandbox.store import SandboxStore
+from exporter.local.sandbox.store_exports import EXPORT_CSV_COLUMNS, KEPT_EXPORTS
+from exporter.local.sandbox.store_model import (
     Conflict,
     Expired,
     Forbidden,
     NotFound,
-    SandboxStore,
     custom_value_problem,
 )
 

@@ -3,11 +3,10 @@
 import email.utils
 import time
 
-from exporter.adapters.sendgrid import (
+from exporter.adapters.sendgrid import SendGridClient, _page_token
+from exporter.adapters.sendgrid_transport import (
     RateLimit,
-    SendGridClient,
     _errors,
-    _page_token,
     _rate_limit,
     _retry_after,
     _template,

@@ -22,21 +22,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.core import snapshots
 from exporter.core.errors import MappingError, SnapshotError
 from exporter.core.mapping import FieldMapping
 from exporter.core.planning import PlanStats, RejectedRow, plan_file
-from exporter.core.snapshots import (
-    BLANK,
-    FIELD_CAP,
-    LINE_CAP,
-    Part,
-    Parts,
-    Record,
-    RowProblem,
-    Snapshot,
-    open_snapshot,
-)
+from exporter.core.snapshots import input_limits, line_bounds
+from exporter.core.snapshots.input_limits import FIELD_CAP, LINE_CAP
+from exporter.core.snapshots.parts import Part, Parts
+from exporter.core.snapshots.records import BLANK, Record, RowProblem
+from exporter.core.snapshots.snapshot import Snapshot, open_snapshot
 
 BOM = b"\xef\xbb\xbf"
 CHUNK = 64 * 1024
@@ -741,16 +734,16 @@ def test_rows_after_leading_blank_lines_keep_their_lines_in_plan(tmp_path: Path)
 
 def lower(monkeypatch: pytest.MonkeyPatch, **limits: int) -> None:
     for name, value in limits.items():
-        monkeypatch.setattr(snapshots, name, value)
+        monkeypatch.setattr(input_limits, name, value)
 
 
-def counted_blocks(data: bytes, *, gz: bool) -> tuple[list[bytes], snapshots._Counted]:
+def counted_blocks(data: bytes, *, gz: bool) -> tuple[list[bytes], line_bounds.CountedBytes]:
     """Every block the counting layer hands the text decoder, and the layer itself."""
     raw = io.BytesIO(gzipped(data) if gz else data)
     magic = raw.read(2)
-    counter = snapshots._RawCounter(raw, magic)
+    counter = line_bounds.RawCounter(raw, magic)
     inner = gzip.GzipFile(fileobj=counter, mode="rb") if gz else counter
-    counted = snapshots._Counted(inner, counter, gzipped=gz)
+    counted = line_bounds.CountedBytes(inner, counter, gzipped=gz)
     counted.start()
     blocks = []
     while block := counted.read1(CHUNK):
@@ -779,7 +772,7 @@ def test_the_counting_layer_hands_on_whole_lines_and_cuts_only_long_ones(
         else:
             expected.append(line if last and not final_break else line + b"\n")
         offset += len(line) + 1
-    with mock.patch.object(snapshots, "LINE_CAP", cap):
+    with mock.patch.object(input_limits, "LINE_CAP", cap):
         if not final_break and len(lines[-1]) > cap:
             with pytest.raises(SnapshotError) as info:
                 counted_blocks(data, gz=gz)

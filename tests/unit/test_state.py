@@ -7,20 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.core.planning import plan, plan_file
-from exporter.core.snapshots import open_snapshot
-from exporter.core.synced_state import (
-    UNSENT,
-    Delta,
-    KeySet,
-    Resend,
-    SortedSpill,
-    StateFormatError,
-    SyncedState,
-    email_key,
-    merge_members,
-    read_emails,
-    write_state,
-)
+from exporter.core.snapshots.snapshot import open_snapshot
+from exporter.core.synced_state.delta import Delta, Resend
+from exporter.core.synced_state.keys import KeySet, email_key
+from exporter.core.synced_state.state import UNSENT, StateFormatError, SyncedState, read_emails
+from exporter.core.synced_state.writing import SortedSpill, merge_members, write_state
 
 
 def csv_of(people: dict[str, str]) -> bytes:
@@ -93,7 +84,7 @@ def test_plan_file_without_delta_is_unchanged_behaviour():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 2**64 - 1) | st.integers(0, 40), max_size=300))
 def test_a_keyset_is_a_set(keys):
-    from exporter.core.synced_state import KeySet
+    from exporter.core.synced_state.keys import KeySet
 
     ks, reference = KeySet(capacity=4), set()
     for key in keys:
@@ -105,13 +96,13 @@ def test_a_keyset_is_a_set(keys):
 
 
 def test_members_spilled_to_disk_in_several_runs_come_back_sorted_and_whole(monkeypatch):
-    import exporter.core.synced_state
+    import exporter.core.synced_state.writing
 
     monkeypatch.setattr(
-        exporter.core.synced_state, "SPILL_MEMBERS", 7
+        exporter.core.synced_state.writing, "SPILL_MEMBERS", 7
     )  # 100 members: 15 sorted runs
     monkeypatch.setattr(
-        exporter.core.synced_state, "READ_BLOCK", 10
+        exporter.core.synced_state.writing, "READ_BLOCK", 10
     )  # records cross every block's end
     people = {f"u{i}@e.co": f"N{i % 3}" for i in range(100)}
     *_, state, emails = run(people, SyncedState.empty())

@@ -1,0 +1,12 @@
+"""The CLI's exit codes.
+
+0 done; 1 a run, a connection test or the demo's check failed, or SendGrid refused (one line
+`error: ...`); 2 the input is wrong, or names what does not exist (one line `error: ...` on
+stderr, no traceback); 3 timed out waiting for runs.
+"""
+
+from __future__ import annotations
+
+EXIT_FAILED = 1
+EXIT_INPUT = 2
+EXIT_TIMEOUT = 3
