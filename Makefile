@@ -9,7 +9,7 @@ INFRA_VENV  := .venv-infra
 INFRA_PY    := $(INFRA_VENV)/bin/python
 INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: test lint typecheck check-infra unit demo bench clean
+.PHONY: install test lint typecheck check-infra unit demo bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(INFRA_STAMP): infra/requirements.txt
 
 # Three workers, a test file each at a time (module fixtures stay whole): the end-to-end
 # files spend most of their time waiting on queues and delays, not on the two cores.
+# .venv with the app and its tools, and Azurite from npm (what `exporter up` needs).
+install: $(STAMP)
+	$(PY) -c "from pathlib import Path; from exporter.local.azurite import ensure_installed; ensure_installed(Path('.').resolve())"
+
 test: $(STAMP) lint typecheck check-infra
 	$(PY) -m pytest -q -n 3 --dist loadfile
 

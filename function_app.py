@@ -6,10 +6,11 @@ Triggers stay thin; the flow lives in `exporter.flow.runs`. Run it with the loca
 
 import azure.functions as func
 
-from exporter.triggers import api, pipeline, schedule, snapshots
+from exporter.triggers import api, notifications, pipeline, schedule, snapshots
 
 app = func.FunctionApp()
 app.register_functions(snapshots.bp)
 app.register_functions(pipeline.bp)
+app.register_functions(notifications.bp)
 app.register_functions(schedule.bp)
 app.register_functions(api.bp)

@@ -9,7 +9,11 @@ Exit 1, listing every problem, when:
 - a `checkov:skip=CHECK_ID:justification` comment has no justification, or skips nothing where
   it stands (the check does not apply to that resource, or the comment is outside its braces);
 - one of our own policies (DIR/policies) evaluated no resource (it did not load);
-- a template grants a broad role (Owner, Contributor, ...) instead of a least-privilege one.
+- a template grants a broad role (Owner, Contributor, ...) instead of a least-privilege one;
+- an alert rule reads log lines the app no longer writes (an event or field renamed under
+  exporter/), watches another workspace than the one the app logs to, tells no action group,
+  lacks a required property, or an alert operators rely on (failed runs, poison messages,
+  list drift) is gone: see infra/check_alerts.py.
 Exit 2 when checkov cannot be run or its output cannot be read.
 """
 
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from check_alerts import alert_problems
+from check_alerts import summary as alerts_summary
 from pycep import BicepParser
 
 CHECKOV_TIMEOUT_SECONDS = 600
@@ -59,7 +65,9 @@ def main(argv: list[str]) -> int:
         print(f"error: no .bicep file under {root}", file=sys.stderr)
         return 2
 
-    problems = [*parse_errors(templates), *broad_role_grants(templates)]
+    parsed, problems = parse_templates(templates)
+    problems += broad_role_grants(templates)
+    problems += alert_problems(parsed, root)
     skips = [skip for template in templates for skip in skip_comments(template)]
     problems += [unjustified(skip) for skip in skips if not skip.justification]
 
@@ -71,6 +79,8 @@ def main(argv: list[str]) -> int:
     problems += checkov_problems(report, root, skips)
 
     print(summary(report, len(templates)), flush=True)
+    if alerts := alerts_summary(parsed):
+        print(alerts, flush=True)
     if problems:
         print(f"\ninfra check FAILED ({len(problems)} problem(s)):", file=sys.stderr)
         for problem in problems:
@@ -83,20 +93,22 @@ def main(argv: list[str]) -> int:
 # --- the templates themselves ------------------------------------------------------------------
 
 
-def parse_errors(templates: list[Path]) -> list[str]:
-    """Every template must parse: checkov skips (and only counts) the files it cannot read."""
+def parse_templates(templates: list[Path]) -> tuple[dict[Path, dict[str, Any]], list[str]]:
+    """Every template must parse: checkov skips (and only counts) the files it cannot read.
+    Returns the parsed templates (pycep's trees, for the alert checks) and the problems."""
     parser = BicepParser()
+    parsed: dict[Path, dict[str, Any]] = {}
     problems = []
     for template in templates:
         try:
-            parser.parse(file_path=template)
+            parsed[template] = parser.parse(file_path=template)
         except Exception as exc:  # lark's errors, whatever their type, say where and why
             where = ""
             if getattr(exc, "line", None) is not None:
                 where = f":{exc.line}:{getattr(exc, 'column', '?')}"  # type: ignore[attr-defined]
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             problems.append(f"{_shown(template)}{where}: Bicep syntax error (pycep): {reason}")
-    return problems
+    return parsed, problems
 
 
 def skip_comments(template: Path) -> list[Skip]:

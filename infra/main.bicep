@@ -1,6 +1,6 @@
 // The whole deployment for `azd up`: one resource group holding the Flex Consumption function
-// app, its storage account, Key Vault and monitoring, each module granting the app's identity
-// only what that part needs. `make check-infra` scans every file here (pycep + checkov).
+// app, its storage account, Key Vault, monitoring and alerts, each module granting the app's
+// identity only what that part needs. `make check-infra` scans every file here (pycep + checkov).
 targetScope = 'subscription'
 
 @minLength(1)
@@ -47,6 +47,15 @@ param maximumInstanceCount int = 100
 @description('Key Vault name override: purge protection keeps a deleted vault name reserved for 90 days.')
 param keyVaultName string = ''
 
+@description('Email addresses the alerts (failed runs, poison messages, list drift) are sent to, comma-separated: azd env ALERT_EMAILS. Empty: the alerts show in the portal only.')
+param alertEmails string = ''
+
+@description('Country code of the phone the alerts are texted to, without + (1: US/Canada, 44: UK ...): azd env ALERT_SMS_COUNTRY_CODE.')
+param alertSmsCountryCode string = '1'
+
+@description('Phone number the alerts are texted to, digits only, without the country code: azd env ALERT_SMS_PHONE. Empty: no SMS.')
+param alertSmsPhoneNumber string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -77,6 +86,23 @@ module monitoring 'app/monitoring.bicep' = {
     location: location
     tags: tags
     appPrincipalId: identity.outputs.principalId
+  }
+}
+
+// Who is told, and when: an action group and log alert rules on the workspace's AppTraces
+// (failed runs, poison messages, list drift), one alert per destination.
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    actionGroupName: 'ag-exporter-${resourceToken}'
+    alertsIdentityName: 'id-alerts-${resourceToken}'
+    alertEmails: alertEmails
+    alertSmsCountryCode: alertSmsCountryCode
+    alertSmsPhoneNumber: alertSmsPhoneNumber
   }
 }
 
@@ -140,3 +166,4 @@ output AZURE_KEY_VAULT_NAME string = vault.outputs.name
 output KEY_VAULT_URI string = vault.outputs.uri
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output AZURE_LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsName
+output AZURE_ALERTS_ACTION_GROUP_NAME string = alerts.outputs.actionGroupName

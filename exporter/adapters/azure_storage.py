@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any, Final
 
 from azure.core.credentials import TokenCredential
@@ -39,12 +39,20 @@ from exporter.model.messages import (
     EXPORT_REQUESTS,
     IMPORT_JOBS,
     LIST_CHECKS,
+    NOTIFICATIONS,
     POISON_SUFFIX,
 )
 from exporter.model.versions import SnapshotVersion
 from exporter.ports.storage import _Message
 
-QUEUES: Final = (EXPORT_REQUESTS, CONTACT_BATCHES, IMPORT_JOBS, LIST_CHECKS, CDM_MANIFESTS)
+QUEUES: Final = (
+    EXPORT_REQUESTS,
+    CONTACT_BATCHES,
+    IMPORT_JOBS,
+    LIST_CHECKS,
+    CDM_MANIFESTS,
+    NOTIFICATIONS,
+)
 
 
 MAX_QUEUE_DELAY: Final = 7 * 24 * 3600 - 60  # a queue message can be hidden for up to 7 days
@@ -76,20 +84,30 @@ class Storage(SnapshotBlobs, RunBlobs, StateBlobs):
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, setting: str = "AzureWebJobsStorage"
+        cls,
+        env: Mapping[str, str] | None = None,
+        setting: str = "AzureWebJobsStorage",
+        *,
+        options: Callable[[str], dict[str, Any]] | None = None,
     ) -> Storage:
-        """From a connection string setting, or identity-based `<setting>__accountName`."""
+        """From a connection string setting, or identity-based `<setting>__accountName`.
+        `options("blob" | "queue" | "table")`: more keyword arguments for that client (the
+        CLI's short timeouts: `exporter.wiring`)."""
         env = os.environ if env is None else env
+        more = options or (lambda _client: {})
         connection = env.get(setting, "").strip()
         if connection:
             if connection == "UseDevelopmentStorage=true":
                 connection = AZURITE_CONNECTION_STRING
             return cls(
                 BlobServiceClient.from_connection_string(
-                    connection, max_single_get_size=READ_RANGE, max_chunk_get_size=READ_RANGE
+                    connection,
+                    max_single_get_size=READ_RANGE,
+                    max_chunk_get_size=READ_RANGE,
+                    **more("blob"),
                 ),
-                QueueServiceClient.from_connection_string(connection),
-                TableServiceClient.from_connection_string(connection),
+                QueueServiceClient.from_connection_string(connection, **more("queue")),
+                TableServiceClient.from_connection_string(connection, **more("table")),
             )
         account = env.get(f"{setting}__accountName", "").strip()
         if not account:
@@ -104,9 +122,14 @@ class Storage(SnapshotBlobs, RunBlobs, StateBlobs):
                 credential=credential,
                 max_single_get_size=READ_RANGE,
                 max_chunk_get_size=READ_RANGE,
+                **more("blob"),
             ),
-            QueueServiceClient(f"https://{account}.queue.core.windows.net", credential=credential),
-            TableServiceClient(f"https://{account}.table.core.windows.net", credential=credential),
+            QueueServiceClient(
+                f"https://{account}.queue.core.windows.net", credential=credential, **more("queue")
+            ),
+            TableServiceClient(
+                f"https://{account}.table.core.windows.net", credential=credential, **more("table")
+            ),
         )
 
     # --- set-up -----------------------------------------------------------------------------

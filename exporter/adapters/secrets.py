@@ -6,7 +6,9 @@ choosing a user-assigned one) and cached for `SECRET_CACHE_SECONDS` (300 by defa
 rotated key is in use within that time and without a restart; while Key Vault cannot be
 reached, a bounded stale value is served. Otherwise the name is an app setting / environment
 variable (which, in Azure, may itself be a Key Vault reference the platform resolves). Both
-follow the rules of `exporter.ports.secrets`.
+follow the rules of `exporter.ports.secrets`; notification targets' URLs and signing secrets
+(`notification_secret`) are read the same way, under their own names only (`NOTIFY_URL_<NAME>`,
+`NOTIFY_SIGNING_<NAME>`, see `exporter.ports.notifier`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,15 @@ from azure.core.exceptions import (
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
-from exporter.core.errors import InputError
-from exporter.model.keys import is_key_name
+from exporter.adapters.connectivity import KeyVaultUnreachable, key_vault_options
+from exporter.core.errors import InputError, Unreachable
+from exporter.model.keys import is_key_name, is_notify_signing_name, is_notify_url_name
+from exporter.ports.notifier import (
+    NotificationSecretMissing,
+    SecretKind,
+    check_notification_secret,
+    notification_secret_missing,
+)
 from exporter.ports.secrets import (
     SecretAccessDenied,
     SecretNameError,
@@ -82,8 +91,21 @@ class EnvSecretProvider:
             raise key_unavailable(name)
         return check_key(name, value)
 
+    def notification_secret(self, name: str, kind: SecretKind) -> str:
+        if not _notification_name(name, kind):
+            raise notification_secret_missing(name, kind)  # not looked up either
+        env = os.environ if self._env is None else self._env
+        value = env.get(name, "").strip()
+        if not value:
+            raise notification_secret_missing(name, kind)
+        return check_notification_secret(name, kind, value)
+
     def __repr__(self) -> str:
         return "EnvSecretProvider()"
+
+
+def _notification_name(name: str, kind: SecretKind) -> bool:
+    return is_notify_url_name(name) if kind == "url" else is_notify_signing_name(name)
 
 
 class _Secret(Protocol):
@@ -128,6 +150,7 @@ class KeyVaultSecretProvider:
         *,
         max_stale: float = DEFAULT_MAX_STALE,
         client: SecretReader | None = None,
+        timeouts: tuple[float, float] | None = None,
     ) -> None:
         self.vault_url = _vault_url(vault_url)
         if not 0 <= ttl <= MAX_TTL:
@@ -143,9 +166,9 @@ class KeyVaultSecretProvider:
                 credential = self._owned_credential = DefaultAzureCredential()
             # Bounded retries and timeouts: a trigger waiting minutes on the SDK's defaults
             # (10 retries, backoff up to 2 minutes) is worse than a fast failure the host retries.
-            client = SecretClient(
-                self.vault_url, credential, retry_total=2, connection_timeout=5, read_timeout=15
-            )
+            # `timeouts` (connect, read): the CLI's, failing fast.
+            options = key_vault_options(self.vault_url, timeouts)
+            client = SecretClient(self.vault_url, credential, retry_total=2, **options)
         self._client = client
         self._cache: dict[str, _Entry] = {}
         self._reading: dict[str, threading.Lock] = {}
@@ -158,6 +181,23 @@ class KeyVaultSecretProvider:
         if not is_key_name(name):
             raise key_unavailable(name)  # not asked for: no other secret is ever read
         check_key_vault_name(name)
+        return self._cached(name, lambda value: check_key(name, value), key_unavailable)
+
+    def notification_secret(self, name: str, kind: SecretKind) -> str:
+        if not _notification_name(name, kind):
+            raise notification_secret_missing(name, kind)  # not asked for either
+        check_key_vault_name(name)
+
+        def missing(name: str) -> NotificationSecretMissing:
+            return notification_secret_missing(name, kind)
+
+        return self._cached(
+            name, lambda value: check_notification_secret(name, kind, value), missing
+        )
+
+    def _cached(
+        self, name: str, check: Callable[[str], str], missing: Callable[[str], InputError]
+    ) -> str:
         with self._guard:
             entry = self._cache.get(name)
             if entry is not None and self._clock() < entry.next_read:
@@ -170,7 +210,7 @@ class KeyVaultSecretProvider:
             if entry is not None and started < entry.next_read:
                 return entry.value  # another thread read it while we waited
             try:
-                value = self._read(name)
+                value = self._read(name, check, missing)
             except SecretUnavailable as exc:
                 if entry is None or started - entry.read_at > self.ttl + self.max_stale:
                     raise
@@ -208,13 +248,17 @@ class KeyVaultSecretProvider:
         if self._owned_credential is not None:
             self._owned_credential.close()
 
-    def _read(self, name: str) -> str:
+    def _read(
+        self, name: str, check: Callable[[str], str], missing: Callable[[str], InputError]
+    ) -> str:
         """One read through the SDK, its errors turned into ours (never with the value)."""
         where = f"secret {name!r} in Key Vault {self.vault_url}"
         try:
             secret = self._client.get_secret(name)
         except ResourceNotFoundError:
-            raise key_unavailable(name) from None
+            raise missing(name) from None
+        except Unreachable as exc:  # the CLI's fail-fast transport
+            raise KeyVaultUnreachable(self.vault_url, name, exc) from None
         except ClientAuthenticationError as exc:
             raise SecretAccessDenied(_auth_problem(exc, self.vault_url)) from None
         except HttpResponseError as exc:
@@ -233,18 +277,15 @@ class KeyVaultSecretProvider:
                 f"Key Vault refused to read {where}: HTTP {status}: {_service_message(exc)}"
             ) from None
         except (ServiceRequestError, ServiceResponseError) as exc:
-            raise SecretUnavailable(
-                f"could not reach Key Vault {self.vault_url} to read secret {name!r}: "
-                f"{type(exc).__name__}: {_first_line(str(exc))}"
-            ) from None
+            raise KeyVaultUnreachable(self.vault_url, name, exc) from None
         except ValueError as exc:
             # The SDK's challenge checks: the vault asked for a token for another domain, which
             # means KEY_VAULT_URI does not point at a Key Vault.
             raise InputError(f"could not read {where}: {_first_line(str(exc))}") from None
         value = (secret.value or "").strip()
         if not value:
-            raise key_unavailable(name)
-        return check_key(name, value)
+            raise missing(name)
+        return check(value)
 
 
 def check_key_vault_name(name: str) -> None:
@@ -257,12 +298,15 @@ def check_key_vault_name(name: str) -> None:
         hint = f" (for example {fixed!r})"
     raise SecretNameError(
         f"{name!r} cannot be the name of a Key Vault secret: Key Vault secret names are 1 to "
-        f"127 letters, digits and dashes; name the destination's API key secret accordingly{hint}"
+        f"127 letters, digits and dashes; name the destination's secret accordingly{hint}"
     )
 
 
-def secret_provider(env: Mapping[str, str] | None = None) -> SecretProvider:
+def secret_provider(
+    env: Mapping[str, str] | None = None, *, timeouts: tuple[float, float] | None = None
+) -> SecretProvider:
     """Key Vault when `KEY_VAULT_URI` is set (TTL from `SECRET_CACHE_SECONDS`), else app settings.
+    `timeouts` (connect, read; the CLI): Key Vault fails fast (`FailFastTransport`).
 
     The Key Vault credential reads its own settings (`AZURE_CLIENT_ID`, the managed identity
     endpoint, ...) from the process environment, as the Azure SDK always does.
@@ -271,7 +315,9 @@ def secret_provider(env: Mapping[str, str] | None = None) -> SecretProvider:
     vault = (env.get("KEY_VAULT_URI") or "").strip()
     if not vault:
         return EnvSecretProvider(env)
-    return KeyVaultSecretProvider(vault, ttl=_ttl(env.get("SECRET_CACHE_SECONDS")))
+    return KeyVaultSecretProvider(
+        vault, ttl=_ttl(env.get("SECRET_CACHE_SECONDS")), timeouts=timeouts
+    )
 
 
 def _ttl(value: str | None) -> float:

@@ -21,7 +21,9 @@ from urllib.parse import urlencode
 
 import urllib3
 
+from exporter.adapters.connectivity import classify, detail, origin
 from exporter.adapters.settings import SendGridSettings
+from exporter.core.errors import UNREACHABLE_KINDS, Unreachable, UnreachableKind
 from exporter.core.redact import mask_emails
 from exporter.ports.sendgrid import (
     ApiError,
@@ -33,6 +35,31 @@ from exporter.ports.sendgrid import (
 )
 
 log = logging.getLogger("exporter.adapters.sendgrid")
+
+
+class SendGridUnreachable(Unreachable, TransientError):
+    """No answer from SendGrid (refused, DNS, TLS, timeout, a dropped connection): a
+    `TransientError` for the flow (the same message again later), `Unreachable` for the CLI and
+    the connection test (not the key's fault)."""
+
+    def __init__(self, base_url: str, call: str, exc: BaseException) -> None:
+        kind: UnreachableKind = classify(exc)
+        said = detail(exc, kind)
+        reason = f"{UNREACHABLE_KINDS[kind]}: {said}" if said else UNREACHABLE_KINDS[kind]
+        where = origin(base_url)
+        message = (
+            f"SendGrid did not answer {call} within the timeout ({where})"
+            if kind == "timeout"
+            else f"cannot reach SendGrid at {where} for {call} ({reason})"
+        )
+        super().__init__(
+            "SendGrid",
+            where,
+            kind,
+            detail=said,
+            setting="SENDGRID_API_BASE_URL",
+            message=message,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +144,8 @@ class Transport:
                 redirect=False,
                 preload_content=True,
             )
-        except urllib3.exceptions.TimeoutError:
-            raise TransientError(f"SendGrid did not answer {endpoint} within the timeout") from None
         except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(
-                f"cannot reach SendGrid for {endpoint} ({type(exc).__name__})"
-            ) from None
+            raise SendGridUnreachable(self.base, endpoint, exc) from None
         status = response.status
         limit = _rate_limit(response.headers)
         self._limits[endpoint] = limit

@@ -31,6 +31,7 @@ from azure.data.tables import (
     UpdateMode,
 )
 
+from exporter.model.notifications import record_from
 from exporter.model.runs import BatchRecord, RunRecord, SlotRecord, utcnow
 
 TABLE: Final = "runs"
@@ -52,7 +53,9 @@ _SLOT_FIELDS = {f.name for f in fields(SlotRecord)}
 _BATCH_FIELDS = {f.name for f in fields(BatchRecord)}
 
 
-_JSON_FIELDS = {"reasons", "warning_kinds"}
+_JSON_FIELDS = {"reasons", "warning_kinds", "notifications"}
+"""Stored as JSON text (`notifications`: a list of `NotificationRecord`s, bounded: at most 10
+targets x 4 events of short fields each)."""
 
 
 def _to_entity(
@@ -87,6 +90,9 @@ def _from_entity(entity: dict[str, Any], names: set[str]) -> dict[str, Any]:
 
 def _run_from(entity: dict[str, Any]) -> RunRecord:
     values = _from_entity(entity, _RUN_FIELDS)
+    stored = values.get("notifications")
+    found = stored if isinstance(stored, list) else []
+    values["notifications"] = [record_from(n) for n in found if isinstance(n, dict)]
     if values.get("list_count") == -1:  # how runs before `list_count_note` said "unknown"
         values["list_count"], values["drift"] = None, None
     return RunRecord(**values)

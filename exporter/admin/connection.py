@@ -7,7 +7,7 @@ from typing import Any
 
 from exporter.admin.destinations import sendgrid_client
 from exporter.admin.events import event
-from exporter.core.errors import InputError
+from exporter.core.errors import InputError, Unreachable
 from exporter.core.redact import mask_emails
 from exporter.flow.fields import mapped_custom_fields, match_custom_fields, resolve_custom_fields
 from exporter.flow.services import Services
@@ -18,7 +18,8 @@ from exporter.ports.sendgrid import FieldDefinitions, NotFound, SendGrid, SendGr
 @dataclass(frozen=True, slots=True)
 class Check:
     name: str
-    """`api_key`, `list` or `custom_fields`."""
+    """`api_key`, `list` or `custom_fields`; first `sendgrid` when SendGrid could not be
+    reached (then nothing else is checked, and nothing is blamed)."""
     ok: bool
     detail: str
 
@@ -43,12 +44,15 @@ class ConnectionReport:
 def check_connection(svc: Services, destination: Destination) -> ConnectionReport:
     """Is the key valid (a cheap authenticated GET), the list reachable, every mapped custom
     field defined? Each check says what it found; one failing does not hide the others' result,
-    except that nothing is checked with a key SendGrid refuses."""
+    except that nothing is checked with a key SendGrid refuses, or when SendGrid (or Key Vault,
+    holding the key) cannot be reached: then the report says so, and does not blame the key."""
     checks: list[Check] = []
     name = destination.name
     try:
         client = sendgrid_client(svc, destination)
         definitions = client.field_definitions()  # cheap, authenticated, needed below anyway
+    except Unreachable as exc:
+        return ConnectionReport(name, _unreachable(exc))
     except (InputError, SendGridError) as exc:
         checks.append(Check("api_key", False, mask_emails(str(exc))))
         checks.append(Check("list", False, "not checked: the key did not work"))
@@ -72,6 +76,18 @@ def check_connection(svc: Services, destination: Destination) -> ConnectionRepor
         checks.append(Check("custom_fields", False, mask_emails(str(exc))))
     event("connection tested", destination=name, ok=all(c.ok for c in checks))
     return ConnectionReport(name, checks)
+
+
+def _unreachable(exc: Unreachable) -> list[Check]:
+    """SendGrid, or the Key Vault holding the key, could not be reached: say where and why;
+    the rest is not checked, and the key is not blamed."""
+    where = f"unreachable at {exc.endpoint} ({exc.reason}): {exc.advice()}"
+    not_checked = f"not checked: {exc.service} unreachable"
+    if exc.service == "SendGrid":
+        first = [Check("sendgrid", False, where), Check("api_key", False, not_checked)]
+    else:
+        first = [Check("api_key", False, f"could not read the key: {exc.service} {where}")]
+    return [*first, Check("list", False, not_checked), Check("custom_fields", False, not_checked)]
 
 
 def _custom_fields_check(

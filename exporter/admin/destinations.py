@@ -1,16 +1,18 @@
 """Destinations: save (create or replace), add, list, get, show.
 
 Destinations are checked against SendGrid before they are saved (the key works, the list
-exists, or a list name is found or created) and are never saved without a data-privacy consent
-saying who accepted and when.
+exists, or a list name is found or created; every custom field the mapping names exists with a
+fitting type, or is created now when the destination says `create_missing_fields`) and are never
+saved without a data-privacy consent saying who accepted and when.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
@@ -18,12 +20,16 @@ from exporter.admin.errors import ConflictError, NotFoundError, SendGridRefused
 from exporter.admin.events import event
 from exporter.admin.requests import DestinationRequest, json_text, parse
 from exporter.core.errors import InputError, MappingError
+from exporter.core.mapping import FieldType
+from exporter.flow.fields import SAVE_ADVICE, check_custom_fields, create_missing_fields
 from exporter.flow.services import Services
 from exporter.model.destinations import NAME_PATTERN, Consent, Destination, describe
 from exporter.model.runs import utcnow
+from exporter.ports.notifier import NotificationSecretMissing
 from exporter.ports.secrets import SecretNotAKey, SecretNotFound
 from exporter.ports.sendgrid import ContactList, NotFound, SendGrid, SendGridError, TransientError
 
+T = TypeVar("T")
 _PLACEHOLDER_LIST: Final = "00000000-0000-0000-0000-000000000000"
 _CLOCK_SKEW: Final = timedelta(minutes=5)
 
@@ -35,6 +41,9 @@ class Saved:
     """A new destination (else an existing one was replaced)."""
     list_created: bool
     """`list_name` matched no SendGrid list, so one was created."""
+    fields_created: dict[str, FieldType] = field(default_factory=dict)
+    """Custom fields the mapping names that SendGrid lacked, created (`create_missing_fields`):
+    name -> type."""
 
 
 def save_destination(
@@ -67,6 +76,11 @@ def save_destination(
         # The same words as a name the model refuses (not a key's name): whether a setting
         # exists under another name is nobody's business.
         raise InputError(f"invalid destination: api_key_secret: {exc}") from None
+    _check_notification_secrets(svc, candidate)
+    # The mapping's custom fields against SendGrid's, before anything is created: a field that
+    # is missing (unless they are to be created) or of another type is refused now, not by the
+    # first run.
+    fields = _fields(lambda: check_custom_fields(client, candidate, advice=SAVE_ADVICE))
     list_created = False
     try:
         if request.list_name:
@@ -81,6 +95,7 @@ def save_destination(
     except SendGridError as exc:
         _refused(exc)
     destination = _destination(document | {"list_id": found.id})
+    _fields(lambda: create_missing_fields(client, destination, fields))
     svc.destinations.put(destination)
     event(
         "destination saved",
@@ -88,9 +103,15 @@ def save_destination(
         created=not existing,
         list_id=found.id,
         list_created=list_created,
+        fields_created=len(fields.missing),
         api_key_secret=destination.api_key_secret,
     )
-    return Saved(destination, created=not existing, list_created=list_created)
+    return Saved(
+        destination,
+        created=not existing,
+        list_created=list_created,
+        fields_created=dict(fields.missing),
+    )
 
 
 def add_destination(
@@ -121,6 +142,16 @@ def add_destination(
         },
     )
     return save_destination(svc, request, mode="create")
+
+
+def _fields(step: Callable[[], T]) -> T:
+    """A step on the mapping's custom fields, its errors as a front end shows them."""
+    try:
+        return step()
+    except InputError as exc:
+        raise InputError(f"invalid destination: mapping: {exc}") from None
+    except SendGridError as exc:
+        _refused(exc)
 
 
 def check_name(name: str) -> None:
@@ -157,6 +188,19 @@ def _consent(request: DestinationRequest, existing: Destination | None, now: dat
         "profiles to SendGrid (CLI --consent-by NAME; API "
         '"consent": {"accepted_by": NAME, "accepted_at": TIME})'
     )
+
+
+def _check_notification_secrets(svc: Services, destination: Destination) -> None:
+    """Each notification target's URL (and a webhook's signing secret) is there and usable."""
+    for target in destination.notifications:
+        try:
+            svc.secrets.notification_secret(target.url_secret, "url")
+            if target.kind == "webhook":
+                svc.secrets.notification_secret(target.signing_secret, "signing")
+        except NotificationSecretMissing as exc:
+            raise InputError(
+                f"invalid destination: notifications: target {target.name!r}: {exc}"
+            ) from None
 
 
 def sendgrid_client(svc: Services, destination: Destination) -> SendGrid:

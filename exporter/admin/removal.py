@@ -18,10 +18,11 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from exporter.admin.destinations import check_name
 from exporter.admin.errors import NotFoundError, RemovalIncomplete
 from exporter.admin.events import event, log
-from exporter.core.errors import InputError
-from exporter.flow import finish
+from exporter.core.errors import InputError, Unreachable
+from exporter.flow import finish, sending
+from exporter.flow.sending import REMOVED
 from exporter.flow.services import Services
-from exporter.model.runs import BatchRecord, RunRecord, SlotRecord, utcnow
+from exporter.model.runs import RunRecord, SlotRecord, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,6 @@ class Removal:
         }
 
 
-REMOVED: Final = "the destination was removed"
 _TABLE_KEY_FORBIDDEN: Final = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 """Characters Azure Tables refuse in a key: no slot can exist under a key holding one."""
 
@@ -95,7 +95,7 @@ def remove_destination(svc: Services, name: str) -> Removal:
         segments = [*(destination.segments if destination else ()), *(r.segment for r in history)]
         for segment in dict.fromkeys(segments):
             _forget_slot(svc, name, segment)
-    except AzureError as exc:
+    except (AzureError, Unreachable) as exc:
         raise RemovalIncomplete(
             f"removing destination {name!r} stopped while {step} ({type(exc).__name__}: "
             f"{_first_line(str(exc))}): what is done stays done; remove it again to finish"
@@ -112,26 +112,13 @@ def remove_destination(svc: Services, name: str) -> Removal:
 
 
 def _stop(svc: Services, run: RunRecord) -> str:
-    def fail(batch: BatchRecord) -> bool:
-        if batch.settled:
-            return False
-        not_done = "the batch was not sent" if batch.state == "queued" else "not confirmed"
-        batch.state, batch.error = "failed", f"{REMOVED}: {not_done}"
-        return True
-
-    for batch in svc.ledger.batches(run.run_id):
-        if not batch.settled:
-            svc.ledger.update_batch(run.run_id, batch.index, fail)
-    reason = f"{REMOVED}: the export was stopped"
+    # Batches not settled fail, then the run, saying the destination was removed and how far it
+    # got (`sending.stop_run`, which a worker finding the destination gone calls alike); a run
+    # with nothing open ends as its batches say. A planner still running finds the run ended
+    # and deletes what it wrote.
     if _slot_key_ok(run.destination, run.segment):
         try:
-            # Planned: ended as any run whose batches failed (counts and the first reason),
-            # unverified. Without (queued, planning): failed with the reason. A planner still
-            # running finds no destination for its batches, so the run fails again, at once,
-            # whatever it planned.
-            ended = finish.finish(svc, run.run_id) if run.planned else None
-            if ended is None or not ended.final:
-                finish.fail_run(svc, run.run_id, reason)
+            sending.stop_run(svc, run.run_id, REMOVED)
         except HttpResponseError as exc:
             if exc.status_code != 400:
                 raise
@@ -140,7 +127,7 @@ def _stop(svc: Services, run: RunRecord) -> str:
     # A segment no Table key can hold (a run of a blob name from before segment names had a
     # rule): it never had a slot, so it never planned, and ending it the usual way would trip
     # over the key again. It ends here; its blobs go with the others' below.
-    _end_run(svc, run.run_id, reason)
+    _end_run(svc, run.run_id, f"{REMOVED}: the export was stopped")
     return run.run_id
 
 

@@ -1,4 +1,5 @@
-"""Reading runs: find them, a run's details with reject samples, its reject report."""
+"""Reading runs: find them, the active ones, a run's details with reject samples, its reject
+report."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from exporter.admin.errors import NotFoundError
 from exporter.admin.views import RejectSample, RunDetails
 from exporter.core.errors import InputError
 from exporter.flow.services import Services
-from exporter.model.runs import RunRecord, RunState
+from exporter.model.runs import FINAL_STATES, RunRecord, RunState
 from exporter.ports.storage import AdminStorage
 
 RUN_STATES: Final = frozenset(get_args(RunState))
@@ -33,6 +34,13 @@ def find_runs(
         raise InputError("limit must be from 1 to 1000")
     found = svc.ledger.runs(destination or None, limit=1_000_000 if state else limit)
     return [r for r in found if state is None or r.state == state][:limit]
+
+
+def active_runs(svc: Services) -> list[RunRecord]:
+    """The runs that have not ended (queued, planning, sending, confirming, verifying), the
+    oldest first."""
+    found = [r for r in svc.ledger.runs(limit=1_000_000) if r.state not in FINAL_STATES]
+    return sorted(found, key=lambda r: r.created_at)
 
 
 def run_details(svc: Services, run_id: str) -> RunDetails:

@@ -12,15 +12,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from exporter.admin.counts import Counts, counts, counts_json
 from exporter.core.redact import mask_emails
 from exporter.core.reject_report import spreadsheet_safe
+from exporter.flow.sending import REMOVED
 from exporter.model.layout import APP_CONTAINER
-from exporter.model.runs import BatchRecord, RunRecord, differences, totals
+from exporter.model.runs import BatchRecord, RunRecord, differences
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """Where a run stands: rows read, batches planned, sent (accepted), confirmed, failed."""
+    """Where a run stands: rows read; batches planned, sent (SendGrid took them), confirmed
+    (its import settled), failed; and contacts to send and taken. Every batch is one of
+    confirmed, failed, awaiting (sent, not confirmed) or queued (not sent)."""
 
     state: str
     read: int
@@ -32,6 +36,14 @@ class Progress:
     looks: int = 0
     """Looks taken at the list (SendGrid exports of it read back)."""
     verified: bool = False
+    awaiting: int = 0
+    queued: int = 0
+    contacts: int = 0
+    """Contacts to send (with those sent again to heal the list)."""
+    contacts_sent: int = 0
+    """Contacts SendGrid took (202)."""
+    note: str = ""
+    """Why a run was skipped, or that its destination was removed (else empty)."""
 
     @property
     def final(self) -> bool:
@@ -39,28 +51,54 @@ class Progress:
 
 
 def progress(run: RunRecord, batches: list[BatchRecord]) -> Progress:
-    sums = totals(batches)
+    c = counts(run, batches)
     return Progress(
         state=run.state,
         read=run.rows,
-        planned=run.batches,
-        sent=sums["accepted"] + sums["failed"],
-        confirmed=sums["done"],
-        failed=sums["failed"],
+        planned=c.batches,
+        sent=c.confirmed + c.awaiting,
+        confirmed=c.confirmed,
+        failed=c.failed,
         looks=run.looks,
         verified=run.verified,
+        awaiting=c.awaiting,
+        queued=c.unsent,
+        contacts=c.to_send + c.healed,
+        contacts_sent=c.sent,
+        note=_note(run),
     )
 
 
+def _note(run: RunRecord) -> str:
+    """A skipped run's reason, or that the run's destination was removed, in a few words."""
+    if run.state == "skipped":
+        return run.error or "skipped"
+    if run.final and run.error.startswith(REMOVED):
+        return "stopped: " + REMOVED
+    return ""
+
+
 def bar(p: Progress, width: int = 30) -> str:
-    """`[####----] read 10,000, planned 10, sent 7, 5/10 batches confirmed, 0 failed  (sending)`."""
+    """`[###xx-----] read 10,000, SendGrid took 4,000 of 10,000 contacts; 10 batches: 3
+    confirmed, 2 failed, 1 awaiting confirmation, 4 to send  (sending)`: `#` a confirmed batch,
+    `x` a failed one, `-` one not settled."""
+    if p.state == "skipped":
+        return f"[{'-' * width}] skipped: {p.note}"
     total = max(p.planned, 1)
-    done = p.confirmed + p.failed
-    filled = round(width * done / total) if p.planned else (width if p.final else 0)
+    nothing_to_send = p.state in ("succeeded", "succeeded_with_errors")  # and no batch: done
+    good = round(width * p.confirmed / total) if p.planned else (width if nothing_to_send else 0)
+    bad = round(width * (p.confirmed + p.failed) / total) - good if p.planned else 0
+    parts = [f"{p.confirmed:,} confirmed", f"{p.failed:,} failed"]
+    if p.awaiting:
+        parts.append(f"{p.awaiting:,} awaiting confirmation")
+    if p.queued:
+        parts.append(f"{p.queued:,} " + ("not sent" if p.final else "to send"))
     return (
-        f"[{'#' * filled}{'-' * (width - filled)}] read {p.read:,}, planned {p.planned:,}, "
-        f"sent {p.sent:,}, {done:,}/{p.planned:,} batches confirmed, {p.failed:,} failed"
+        f"[{'#' * good}{'x' * bad}{'-' * (width - good - bad)}] read {p.read:,}, "
+        f"SendGrid took {p.contacts_sent:,} of {p.contacts:,} contacts; "
+        f"{p.planned:,} batches: {', '.join(parts)}"
         + (", list verified" if p.verified else f", {p.looks} looks at the list" if p.looks else "")
+        + (f"; {p.note}" if p.note else "")
         + f"  ({p.state})"
     )
 
@@ -114,20 +152,61 @@ def _row(label: str, value: int | str, detail: str) -> str:
     return f"  {label:<11}{shown}   {detail}".rstrip()
 
 
-def _removed(run: RunRecord) -> str:
+def _removed(run: RunRecord, c: Counts) -> str:
     parts = []
     if run.leavers:
         parts.append(f"of {run.leavers:,} who left the segment")
     if run.extra_removed:
         parts.append(f"{run.extra_removed:,} not in the segment, to heal the list")
+    if c.removal_failed:
+        parts.append(f"{c.removal_failed:,} in failed removal batches")
     return "; ".join(parts)
 
 
 def _list_holds(run: RunRecord) -> tuple[str, int | str, str]:
     if run.list_count is None:
-        return "list holds", "unknown", run.list_count_note
+        note = run.list_count_note or ("not counted" if run.final else "counted at the end")
+        return "list holds", "unknown", note
     drift = f", drift {run.drift:+,}" if run.drift is not None else ""
     return "list holds", run.list_count, f"{run.members:,} expected{drift}"
+
+
+def _sent(c: Counts, final: bool) -> str:
+    """How the contacts to send ended: taken by SendGrid, in failed batches, not sent."""
+    of = f"of {c.to_send:,} to send" + (
+        f" and {c.healed:,} sent again to heal the list" if c.healed else ""
+    )
+    parts = [f"{of}, taken by SendGrid"]
+    if c.in_failed:
+        parts.append(f"{c.in_failed:,} in failed batches")
+    if c.not_sent:
+        parts.append(f"{c.not_sent:,} " + ("never sent" if final else "not sent yet"))
+    return "; ".join(parts)
+
+
+def _contact_rows(run: RunRecord, c: Counts) -> list[tuple[str, int | str, str]]:
+    """sent = upserted + errored (+ awaiting confirmation, + not counted by SendGrid)."""
+    rows: list[tuple[str, int | str, str]] = [
+        ("sent", c.sent, _sent(c, run.final)),
+        ("upserted", c.upserted, f"created {c.created:,}, updated {c.updated:,}"),
+        ("errored", c.errored, "contacts SendGrid did not take" if c.errored else ""),
+    ]
+    if c.awaiting_contacts:
+        rows.append(("awaiting", c.awaiting_contacts, "taken, SendGrid's import not confirmed"))
+    if c.uncounted:
+        rows.append(("uncounted", c.uncounted, "taken, not counted by SendGrid's import jobs"))
+    return rows
+
+
+def _batch_row(c: Counts, final: bool, heal_batches: int) -> tuple[str, int | str, str]:
+    """confirmed + failed + awaiting + not sent = batches."""
+    parts = [f"{c.confirmed:,} confirmed", f"{c.failed:,} failed"]
+    if c.awaiting:
+        parts.append(f"{c.awaiting:,} awaiting confirmation")
+    if c.unsent:
+        parts.append(f"{c.unsent:,} " + ("never sent" if final else "not sent yet"))
+    heal = f" ({heal_batches:,} sent to heal the list)" if heal_batches else ""
+    return "batches", c.batches, ", ".join(parts) + heal
 
 
 def _verified(run: RunRecord) -> tuple[str, int | str, str]:
@@ -158,7 +237,9 @@ def summary(
     samples: dict[str, list[RejectSample]] | None = None,
     report_url: str = "",
 ) -> str:
-    """The run summary a person reads at the end (or at any time)."""
+    """The run summary a person reads at the end (or at any time). Its lines add up: see
+    `Counts`. A run that ended before it planned (skipped, its destination removed, no
+    consent, …) says so, and that nothing was sent, instead of a table of zeros."""
     lines = [
         f"run {run.run_id}: {run.state}",
         f"  destination {run.destination}, segment {run.segment}, snapshot {run.snapshot}",
@@ -167,29 +248,12 @@ def summary(
     ]
     if run.error:
         lines.append(f"  reason: {run.error}")
-    mode = run.sync_mode + (", full refresh: everyone sent" if run.full_refresh else "")
-    sent = f"{run.sent:,} sent ({mode})"
-    heal_batches = sum(1 for b in batches if b.round > 0)
-    rows: list[tuple[str, int | str, str]] = [
-        ("rows read", run.rows, ""),
-        ("valid", run.valid, sent if run.full_refresh else f"{run.unchanged:,} unchanged, {sent}"),
-        ("rejected", run.rejected, _breakdown(run.reasons)),
-        ("duplicates", run.duplicates, ""),
-        ("blank", run.blank, ""),
-        ("warnings", run.warnings, _breakdown(run.warning_kinds)),
-        (
-            "batches",
-            run.batches,
-            f"{run.batches_done:,} done, {run.batches_failed:,} failed"
-            + (f" ({heal_batches:,} sent to heal the list)" if heal_batches else ""),
-        ),
-        ("upserted", run.requested, f"created {run.created:,}, updated {run.updated:,}"),
-        ("errored", run.errored, "contacts SendGrid did not take" if run.errored else ""),
-        ("removed", run.removed, _removed(run)),
-        _list_holds(run),
-        _verified(run),
-    ]
-    lines += [_row(label, value, detail) for label, value, detail in rows]
+    c = counts(run, batches)
+    if run.final and not run.planned and not batches and not run.rows:
+        what = "skipped" if run.state == "skipped" else "ended before it was planned"
+        lines.append(f"  {what}: nothing was read or sent")
+    else:
+        lines += _table(run, batches, c)
     for reason, found in sorted((samples or {}).items()):
         for sample in found:
             lines.append(
@@ -201,13 +265,56 @@ def summary(
     if len(failed) > 5:
         lines.append(f"  ... and {len(failed) - 5} more failed batches")
     for b in _job_errors(batches)[:5]:
-        where = f"; SendGrid's error file: {b.errors_url}" if b.errors_url else ""
-        lines.append(f"  batch {b.index}: SendGrid errored {b.errored:,} contacts{where}")
+        where = f"SendGrid's error file: {b.errors_url}" if b.errors_url else ""
+        if b.state == "done":  # a failed batch's contacts count as failed, whatever its job said
+            where = f"SendGrid errored {b.errored:,} contacts" + (f"; {where}" if where else "")
+        if where:
+            lines.append(f"  batch {b.index}: {where}")
+    lines += notification_lines(run)
     if run.reject_report:
         lines.append(f"  reject report: blob {APP_CONTAINER}/{run.reject_report}")
         if report_url:
             lines.append(f"    {report_url}")
     return "\n".join(lines)
+
+
+def _table(run: RunRecord, batches: list[BatchRecord], c: Counts) -> list[str]:
+    mode = run.sync_mode + (", full refresh: everyone sent" if run.full_refresh else "")
+    to_send = f"{c.to_send:,} to send ({mode})"
+    heal_batches = sum(1 for b in batches if b.round > 0)
+    rows: list[tuple[str, int | str, str]] = [
+        ("rows read", run.rows, ""),
+        (
+            "valid",
+            run.valid,
+            to_send if run.full_refresh else f"{run.unchanged:,} unchanged, {to_send}",
+        ),
+        ("rejected", run.rejected, _breakdown(run.reasons)),
+        ("duplicates", run.duplicates, ""),
+        ("blank", run.blank, ""),
+        ("warnings", run.warnings, _breakdown(run.warning_kinds)),
+        *_contact_rows(run, c),
+        _batch_row(c, run.final, heal_batches),
+        ("removed", c.removed, _removed(run, c)),
+        _list_holds(run),
+        _verified(run),
+    ]
+    return [_row(label, value, detail) for label, value, detail in rows]
+
+
+def notification_lines(run: RunRecord) -> list[str]:
+    """How each notification of the run went (`exporter.flow.notify`); a failed one says why."""
+    lines = []
+    for n in run.notifications:
+        tries = f"{n.attempts} attempt" + ("s" if n.attempts != 1 else "")
+        if n.state == "delivered":
+            how = f"delivered ({tries}, HTTP {n.status})"
+        elif n.state == "failed":
+            how = f"FAILED ({tries}): {n.error}"
+        else:
+            how = f"queued, retrying ({n.error})" if n.attempts else "queued"
+        lines.append(f"  notify     {n.target} ({n.kind}) {n.event}: {how}")
+    return lines
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -234,6 +341,7 @@ def details_json(details: RunDetails) -> dict[str, Any]:
     state = progress(run, batches)
     return run_json(run) | {
         "progress": asdict(state) | {"final": state.final},
+        "contacts": counts_json(counts(run, batches)),
         "rejects": {
             "count": run.rejected,
             "reasons": run.reasons,

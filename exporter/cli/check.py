@@ -1,4 +1,9 @@
-"""`exporter check`: dry-run a snapshot offline and report what an export would find."""
+"""`exporter check`: dry-run a snapshot offline and report what an export would find.
+
+With `--destination NAME` the file is read with that destination's mapping (the document read
+from storage through the CLI's settings; `--map` adds to it or overrides it). Nothing is sent.
+The first valid contact is shown as SendGrid would receive it: the user's own file on their own
+terminal, shown as it is (never logged)."""
 
 from __future__ import annotations
 
@@ -7,16 +12,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+from exporter.admin.destinations import get_destination
+from exporter.cli.connect import connect
 from exporter.core.batching import DEFAULT_LIMITS
-from exporter.core.mapping import FieldMapping
+from exporter.core.mapping import FieldMapping, field_spec
 from exporter.core.planning import PlanStats, plan
 from exporter.core.reject_report import RejectReport
 from exporter.core.snapshots.formats import Format
 from exporter.core.snapshots.snapshot import Snapshot, open_snapshot
+from exporter.core.synced_state.delta import Delta
 
 
 def command(args: argparse.Namespace) -> int:
-    summary = run_check(args.file, FieldMapping.parse(args.map), args.format, args.rejects)
+    mapping = FieldMapping.parse(args.map)
+    name = getattr(args, "destination", None)
+    if name:
+        mapping = over(destination_mapping(args.settings, name), mapping)
+    summary = run_check(args.file, mapping, args.format, args.rejects)
+    summary["destination"] = name or None
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
@@ -24,13 +37,43 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+def destination_mapping(settings: Path, name: str) -> FieldMapping:
+    """The mapping of destination `name`, from the storage the settings file names."""
+    _, svc = connect(settings)
+    return get_destination(svc, name).field_mapping()
+
+
+def over(base: FieldMapping, given: FieldMapping) -> FieldMapping:
+    """`given` (the command line's --map) over `base` (a destination's mapping): a field mapped
+    in both takes the command line's column (`custom:x` and `custom:x:Number` are one field)."""
+    mine = {field_spec(name).name for name in given.explicit}
+    kept = {k: v for k, v in base.explicit.items() if field_spec(k).name not in mine}
+    return FieldMapping({**kept, **given.explicit}, base.use_defaults and given.use_defaults)
+
+
+class _FirstContact(Delta):
+    """Planning's observer for a dry run: duplicates found as a run finds them (nothing kept),
+    and the first contact that would be sent, as its JSON text."""
+
+    def __init__(self) -> None:
+        super().__init__(collect=False)
+        self.first: str | None = None
+
+    def observe(self, email: str, contact_json: str, mask: int = 0) -> bool | None:
+        sent = super().observe(email, contact_json, mask)
+        if sent and self.first is None:
+            self.first = contact_json
+        return sent
+
+
 def run_check(
     path: Path, mapping: FieldMapping, format: Format | None, rejects: Path | None
 ) -> dict[str, Any]:
     report = RejectReport(rejects) if rejects else None
+    first = _FirstContact()
     try:
         with open_snapshot(path, mapping=mapping, format=format) as snapshot:
-            stats = plan(snapshot, on_reject=report)
+            stats = plan(snapshot, on_reject=report, delta=first)
     except BaseException:
         if report is not None and rejects is not None:
             report.close()
@@ -38,7 +81,8 @@ def run_check(
         raise
     if report is not None:
         report.close()
-    return _summary(path, snapshot, stats)
+    sample = json.loads(first.first) if first.first is not None else None
+    return _summary(path, snapshot, stats) | {"sample": sample}
 
 
 def _summary(path: Path, snapshot: Snapshot, stats: PlanStats) -> dict[str, Any]:
@@ -68,6 +112,8 @@ def render(summary: dict[str, Any], rejects: Path | None) -> str:
         f"{summary['file']}: {kind}",
         "mapping: " + ", ".join(f"{f} <- {c}" for f, c in summary["mapping"].items()),
     ]
+    if summary.get("destination"):
+        lines[-1] += f" (the mapping of destination {summary['destination']!r})"
     rows = [
         ("rows read", summary["rows"], ""),
         ("valid", summary["valid"], ""),
@@ -85,4 +131,17 @@ def render(summary: dict[str, Any], rejects: Path | None) -> str:
         lines.append(f"  {label:<11}{value:>12,}   {detail}".rstrip())
     if rejects is not None:
         lines.append(f"reject report: {rejects} ({summary['rejected']:,} rows)")
+    lines += _sample_lines(summary.get("sample"))
     return "\n".join(lines)
+
+
+def _sample_lines(sample: dict[str, Any] | None) -> list[str]:
+    if sample is None:
+        return ["sample contact: none (no valid row)"]
+    by_name = " (custom fields by name: SendGrid takes them by field id)"
+    return [
+        "sample contact, the first valid row as SendGrid would receive it"
+        + (by_name if "custom_fields" in sample else "")
+        + ":",
+        "  " + json.dumps(sample, ensure_ascii=False),
+    ]

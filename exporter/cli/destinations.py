@@ -22,6 +22,12 @@ from exporter.cli.connect import connect
 from exporter.cli.exit_codes import EXIT_FAILED
 from exporter.core.errors import InputError
 from exporter.flow.services import Services
+from exporter.model.notifications import parse_target_spec
+
+NO_DESTINATIONS = (
+    "no destinations yet (add one with: exporter destinations add NAME --list-name LIST "
+    "--api-key-secret SENDGRID_KEY_NAME --segment SEGMENT --consent-by WHO)"
+)
 
 
 def command(args: argparse.Namespace) -> int:
@@ -34,10 +40,15 @@ def command(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([destination_json(d) for d in found]))
             return 0
+        if not found:
+            print(NO_DESTINATIONS)
+            return 0
+        print(f"{'NAME':<24} {'LIST ID':<36}  {'MODE':<6} {'SEGMENTS':<30} CONSENT")
         for d in found:
             consent = "consent recorded" if d.consent else "NO CONSENT: exports fail"
             print(
-                f"{d.name:<24} {d.list_id}  {d.sync_mode:<6} {','.join(d.segments):<30} {consent}"
+                f"{d.name:<24} {d.list_id:<36}  {d.sync_mode:<6} {','.join(d.segments):<30} "
+                f"{consent}"
             )
         return 0
     if action == "show":
@@ -89,6 +100,8 @@ def _save(svc: Services, args: argparse.Namespace) -> int:
                 raise InputError(f"--map {item!r}: expected FIELD=COLUMN")
             mapping[field.strip()] = column.strip()
         document["mapping"] = mapping
+    if args.notify or args.no_notify:
+        document["notifications"] = _targets(document.get("notifications"), args)
     if args.consent_by:
         document["consent"] = {"accepted_by": args.consent_by, "accepted_at": args.consent_at}
     elif args.consent_at:
@@ -107,8 +120,23 @@ def _save(svc: Services, args: argparse.Namespace) -> int:
     print(
         f"destination {d.name!r} {verb}: list {d.list_id}{made}, segments {', '.join(d.segments)}"
     )
+    if saved.fields_created:
+        made = ", ".join(f"{n} ({t})" for n, t in saved.fields_created.items())
+        print(f"  custom fields created in SendGrid: {made}")
     print(f"  key from {d.api_key_secret!r}; test it with: exporter destinations test {d.name}")
+    for t in d.notifications:
+        print(f"  notifies {t.name} ({t.kind}, URL from {t.url_secret!r}): {', '.join(t.events)}")
     return 0
+
+
+def _targets(given: object, args: argparse.Namespace) -> list[Any]:
+    """The notification targets, `--no-notify` dropped and `--notify` replacing by name."""
+    targets = [t for t in given if isinstance(t, dict)] if isinstance(given, list) else []
+    targets = [t for t in targets if t.get("name") not in set(args.no_notify)]
+    for spec in args.notify:
+        target = parse_target_spec(spec)
+        targets = [t for t in targets if t.get("name") != target["name"]] + [target]
+    return targets
 
 
 def _read_document(path: Path) -> dict[str, Any]:

@@ -65,22 +65,63 @@ def up(args: argparse.Namespace) -> int:
     from exporter.local.stack import Stack  # noqa: PLC0415  # local tooling, loaded on demand
 
     _stop_on_sigterm()
-    stack = Stack(args.data.resolve(), fixed_ports=True, echo=not args.quiet)
+    stack = Stack.for_up(args.data.resolve(), echo=not args.quiet)
+    taken = stack.ports_in_use()
+    if taken:
+        ports = ", ".join(f"{port} ({part})" for part, port in taken)
+        print(
+            f"error: port {ports} in use: is another `exporter up` running? Stop it first "
+            f"(nothing was started{', nothing deleted' if args.fresh else ''})",
+            file=sys.stderr,
+        )
+        return 1
+    if args.fresh:
+        deleted = stack.reset_data()
+        gone = ", ".join(str(p) for p in deleted) or "nothing was there"
+        print(f"--fresh: Azurite's data and the sandbox's state deleted ({gone})")
     try:
         with stack:
             print("local stack is up (Ctrl-C stops it):")
-            print("  storage  Azurite, UseDevelopmentStorage=true (ports 10000-10002)")
-            print(f"  SendGrid sandbox at {stack.sandbox_url}")
-            print("  Functions host, HTTP on http://127.0.0.1:7071/api")
+            for line in up_banner(stack):
+                print(line)
             print("drop a snapshot with: python -m exporter export FILE --segment NAME --wait")
             sys.stdout.flush()
             while stack.host is not None and stack.host.alive():
+                if stack.sandbox is not None and not stack.sandbox.alive():
+                    print("error: the SendGrid sandbox stopped", file=sys.stderr)
+                    return 1
                 time.sleep(0.5)
             print("error: the Functions host stopped", file=sys.stderr)
             return 1
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 0
+
+
+def up_banner(stack: Any) -> list[str]:
+    """What `up` started and where it keeps what, the API keys the sandbox accepts (names)."""
+    state = stack.sandbox_state()
+    lists, contacts = len(state.get("lists") or []), int(state.get("contacts") or 0)
+    names = list(state.get("api_key_names") or [])
+    settings = stack.settings_file
+    if names:
+        accepts = f"accepts the API keys of {settings.name}: {', '.join(names)}"
+    elif settings.is_file():
+        accepts = f"accepts no API key yet: add SENDGRID_KEY_<NAME> to {settings}"
+    else:
+        accepts = f"accepts no API key: {settings} is missing (copy local.settings.example.json)"
+    kept = stack.sandbox_state_file
+    azurite = stack.azurite
+    ports = f"{azurite.blob_port}-{azurite.table_port}"
+    storage = "UseDevelopmentStorage=true" if stack.fixed_ports else "a connection string"
+    return [
+        f"  storage  Azurite, {storage} (ports {ports}), data in {stack.azurite_dir}",
+        f"  SendGrid sandbox at {stack.sandbox_url}, {accepts}; state in {kept} "
+        f"({lists} lists, {contacts:,} contacts; `up --fresh` starts both empty)",
+        f"  Functions host, HTTP on {stack.host_url}/api",
+        f"  {settings.name} is followed: SENDGRID_KEY_* and AzureWebJobs.<function>.Disabled "
+        f"apply at once, other changes say to restart",
+    ]
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -32,13 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("csv", "jsonl"), help="override the file name's format")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--rejects", type=Path, metavar="PATH", help="write the reject report (CSV)")
+    check.add_argument(
+        "--destination",
+        metavar="NAME",
+        help="use that destination's mapping (read from storage; --map adds to it)",
+    )
+    _settings_flag(check)
 
     export = commands.add_parser(
         "export",
         help="upload a snapshot (FILE --segment NAME), or export stored ones (--destination NAME)",
-        description="FILE --segment NAME uploads FILE into segments/<NAME>/, which exports it to "
-        "every destination selecting the segment. --destination NAME exports to that destination "
-        "now: the latest snapshot of each segment it selects, or --snapshot.",
+        description="FILE --segment NAME reads FILE whole as an export will (nothing is uploaded "
+        "when it cannot be read, or when no destination selects the segment, unless --force), "
+        "then uploads it into segments/<NAME>/, which exports it to every destination selecting "
+        "the segment. --destination NAME exports to that destination now: the latest snapshot of "
+        "each segment it selects, or --snapshot.",
     )
     export.add_argument("file", type=Path, metavar="FILE", nargs="?")
     export.add_argument("--segment", help="the segment (folder) FILE belongs to")
@@ -60,8 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the list back from SendGrid after the run and heal what differs, whatever "
         "the destination's verify cadence says",
     )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="with FILE: upload even when no destination selects the segment (yet)",
+    )
     export.add_argument("--wait", action="store_true", help="follow the runs until they end")
     export.add_argument("--timeout", type=float, default=1800, help="seconds to wait (--wait)")
+    export.add_argument(
+        "--json", action="store_true", help="print one JSON object: the snapshot and the run ids"
+    )
     _settings_flag(export)
 
     _destinations_parser(commands)
@@ -88,11 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _settings_flag(show)
     follow_runs = runs_commands.add_parser(
-        "follow", help="show runs' progress (read, planned, sent, confirmed) until they end"
+        "follow",
+        help="show runs' progress (read, planned, sent, confirmed) until they end; no RUN_ID: "
+        "every active run",
     )
-    follow_runs.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    follow_runs.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     follow_runs.add_argument("--timeout", type=float, default=1800, help="seconds to wait")
     _settings_flag(follow_runs)
+
+    _snapshots_parser(commands)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -104,8 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser(
         "up", help="run Azurite, the SendGrid sandbox and the Functions host until Ctrl-C"
     )
-    up.add_argument("--data", type=Path, default=Path(".azurite"), help="Azurite's data folder")
+    up.add_argument(
+        "--data",
+        type=Path,
+        default=Path(".azurite"),
+        help="where Azurite's data and the sandbox's state are kept (default .azurite)",
+    )
     up.add_argument("--quiet", action="store_true", help="do not echo the parts' logs")
+    up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start empty: delete Azurite's data and the sandbox's state (kept in --data) first",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -183,6 +213,19 @@ def _destinations_parser(commands: Any) -> None:
             default=None,
             help="create custom fields the mapping names that SendGrid lacks",
         )
+        action.add_argument(
+            "--notify",
+            action="append",
+            default=[],
+            metavar="NAME=KIND[:EVENTS[:URL_SECRET[:SIGNING_SECRET]]]",
+            help="tell a target about runs (replaces a target of that NAME): KIND webhook, slack "
+            "or teams; EVENTS comma-separated of run_failed, list_drift, rejects_above[=SHARE], "
+            "list_ready (default: all); the URL from the secret NOTIFY_URL_<NAME>, a webhook's "
+            "signing secret from NOTIFY_SIGNING_<NAME> unless named; repeatable",
+        )
+        action.add_argument(
+            "--no-notify", action="append", default=[], metavar="NAME", help="drop a target"
+        )
         action.add_argument("--consent-by", metavar="WHO", help="who accepted the privacy terms")
         action.add_argument(
             "--consent-at", metavar="TIME", help="when (ISO 8601 with zone; default: now)"
@@ -207,6 +250,32 @@ def _destinations_parser(commands: Any) -> None:
         help="stop every export to it now and delete its synced state (run history stays)",
     )
     remove.add_argument("name", metavar="NAME")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _settings_flag(remove)
+
+
+def _snapshots_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "snapshots", help="list the snapshots in segments/, show one, remove one"
+    )
+    actions = parser.add_subparsers(dest="snapshots_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="by segment, the newest first")
+    listing.add_argument("--segment", metavar="NAME", help="only this segment's snapshots")
+    listing.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    listing.add_argument("--json", action="store_true")
+    _settings_flag(listing)
+    show = actions.add_parser(
+        "show", help="one snapshot: size, ETag, time, format (its head read), the runs of it"
+    )
+    show.add_argument("name", metavar="NAME", help="<segment>/<file>, as listed")
+    show.add_argument("--json", action="store_true")
+    _settings_flag(show)
+    remove = actions.add_parser(
+        "remove",
+        help="delete a snapshot file (its runs not started yet are skipped; the segment's "
+        "newest snapshot is then the one before)",
+    )
+    remove.add_argument("name", metavar="NAME", help="<segment>/<file>, as listed")
     remove.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _settings_flag(remove)
 

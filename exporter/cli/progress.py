@@ -3,6 +3,7 @@ that says how they ended."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 
@@ -13,9 +14,15 @@ from exporter.flow.services import Services
 from exporter.model.runs import RunRecord
 
 
+def fit(line: str, width: int) -> str:
+    """A line cut to the terminal's width: a redrawn line that wrapped would leave its tail
+    behind (the cursor goes back one row per line drawn, not per row the terminal used)."""
+    return line if len(line) < width else line[: max(width - 4, 1)] + "..."
+
+
 def printer() -> Callable[[dict[str, Progress]], None]:
-    """Progress on stderr: one line per run, redrawn in place on a terminal (a live bar), one
-    line per change otherwise (logs, pipes)."""
+    """Progress on stderr: one line per run, redrawn in place on a terminal (a live bar, cut to
+    its width), one whole line per change otherwise (logs, pipes)."""
     tty = sys.stderr.isatty()
     last: dict[str, str] = {}
     drawn = 0
@@ -26,8 +33,10 @@ def printer() -> Callable[[dict[str, Progress]], None]:
         if lines == last:
             return
         if tty:
+            width = shutil.get_terminal_size().columns
             up = f"\x1b[{drawn}F" if drawn else ""
-            sys.stderr.write(up + "".join(f"\x1b[2K{line}\n" for line in lines.values()))
+            shown = "".join(f"\x1b[2K{fit(line, width)}\n" for line in lines.values())
+            sys.stderr.write(up + shown)
             drawn = len(lines)
         else:
             for run_id, line in lines.items():

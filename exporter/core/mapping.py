@@ -11,6 +11,7 @@ exports of CRMs) case- and punctuation-insensitively; an explicit mapping always
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -86,6 +87,34 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
         "emailaddress1",  # Dataverse / Dynamics 365 contact
         "mail",
         "contactemail",
+        "mailaddress",
+        # Localised headers, as `normalise_column` leaves them (no separators, case or accents).
+        "emailadresse",  # de, da, no: E-Mail-Adresse, E-mailadresse
+        "mailadresse",
+        "emailadres",  # nl: E-mailadres
+        "emailadress",  # sv
+        "epost",  # no, sv: E-post
+        "epostadresse",
+        "epostadress",
+        "courriel",  # fr
+        "adressecourriel",
+        "adressedecourriel",
+        "adresseemail",
+        "adressemail",
+        "adresseelectronique",
+        "correoelectronico",  # es: Correo electrónico
+        "correo",
+        "direcciondecorreo",
+        "direcciondecorreoelectronico",
+        "direccionemail",
+        "enderecodeemail",  # pt: Endereço de e-mail
+        "enderecoemail",
+        "enderecodecorreioeletronico",
+        "indirizzoemail",  # it
+        "postaelettronica",
+        "adresemail",  # pl
+        "sahkoposti",  # fi: Sähköposti
+        "sahkopostiosoite",
     ),
     "first_name": ("firstname", "givenname", "forename", "fname"),
     "last_name": ("lastname", "surname", "familyname", "lname"),
@@ -113,7 +142,11 @@ _NON_WORD = re.compile(r"[\W_]+")
 
 
 def normalise_column(name: str) -> str:
-    """`Primary Email`, `primary_email` and `PRIMARYEMAIL` all become `primaryemail`."""
+    """`Primary Email`, `primary_email` and `PRIMARYEMAIL` all become `primaryemail`; accents
+    go too (`Correo electrónico` becomes `correoelectronico`)."""
+    if not name.isascii():
+        decomposed = unicodedata.normalize("NFKD", name)
+        name = "".join(c for c in decomposed if not unicodedata.combining(c))
     return _NON_WORD.sub("", name).casefold()
 
 
@@ -202,9 +235,13 @@ class FieldMapping:
         if "email" not in chosen:
             shown = ", ".join(repr(c) for c in columns[:20]) or "none"
             more = f" and {len(columns) - 20} more" if len(columns) > 20 else ""
+            likely = [c for c in columns if "mail" in normalise_column(c)]
+            example = likely[0] if len(likely) == 1 else "COLUMN"
+            if not (example.isprintable() and len(example) <= 64):
+                example = "COLUMN"
             raise MappingError(
                 f"no column is mapped to email (columns: {shown}{more}); "
-                "name the email column explicitly, e.g. email=COLUMN"
+                f"name the email column explicitly, e.g. email={example}"
             )
         order = [n for n in RESERVED_FIELDS if n in chosen]
         order += [n for n in chosen if n not in RESERVED_FIELDS]

@@ -41,7 +41,7 @@ def on_manifest(
     """
     at = at or utcnow()
     try:
-        manifest = read_cdm_manifest(svc.storage, version)
+        manifest = read_cdm_manifest(svc.manifests, version)
     except (ResourceModifiedError, ResourceNotFoundError):
         event("manifest skipped", manifest=version.name, reason="replaced or deleted")
         return []  # a newer version of it has a trigger of its own
@@ -66,7 +66,7 @@ def on_manifest(
             ]
             continue
         snapshot = entity_version(version, entity, present)
-        svc.storage.note_cdm_entity(snapshot)
+        svc.manifests.note_cdm_entity(snapshot)
         run_ids += request_exports(svc, snapshot, "blob")
     if not waiting:
         return run_ids
@@ -88,7 +88,7 @@ def on_manifest(
         size=version.size,
         checks=checks + 1,
     )
-    svc.storage.send(CDM_MANIFESTS, check, delay=svc.cdm_recheck)
+    svc.queues.send(CDM_MANIFESTS, check, delay=svc.cdm_recheck)
     event("manifest waiting", manifest=version.name, entities=len(waiting), check=check.checks)
     return run_ids
 
@@ -109,7 +109,7 @@ def _look_up_partitions(
     found: list[SnapshotVersion | None] = []
     for partition in entity.partitions:
         try:
-            found.append(svc.storage.snapshot_version(partition.blob))
+            found.append(svc.snapshots.snapshot_version(partition.blob))
         except HttpResponseError as exc:
             if exc.status_code not in _REFUSED_LOOKUPS:
                 raise

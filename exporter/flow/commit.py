@@ -46,15 +46,20 @@ def commit_state(svc: Services, run: RunRecord) -> None:
     if not len(unsent) and not len(additions):
         # Everything landed (or the list was read back equal): the pending state as it is,
         # copied blob to blob, never parsed.
-        count = svc.storage.commit_pending_state(
+        count = svc.synced_states.commit_pending_state(
             run.run_id, run.destination, run.segment, run.list_id
         )
     else:
-        pending = SyncedState.read_index(svc.storage.read_pending_index(run.run_id), masks=True)
-        members = merge_members(
-            pending, svc.storage.pending_emails(run.run_id), unsent=unsent, additions=additions
+        pending = SyncedState.read_index(
+            svc.pending_states.read_pending_index(run.run_id), masks=True
         )
-        count = svc.storage.write_state(
+        members = merge_members(
+            pending,
+            svc.pending_states.pending_emails(run.run_id),
+            unsent=unsent,
+            additions=additions,
+        )
+        count = svc.synced_states.write_state(
             run.destination, run.segment, run.list_id, members, pending.fields
         )
     svc.ledger.update_run(run.run_id, lambda r: set_fields(r, state_committed=True))
@@ -74,16 +79,16 @@ def _mark_what_did_not_land(
     for batch in svc.ledger.batches(run.run_id):
         if batch.kind == "upsert" and (batch.state != "done" or batch.errored):
             # One batch's contacts in memory at a time (at most 6 MB).
-            contacts = json.loads(svc.storage.read_batch(run.run_id, batch.index))
+            contacts = json.loads(svc.batch_blobs.read_batch(run.run_id, batch.index))
             unsent.update(email_key(c["email"]) for c in contacts)
         elif batch.kind == "remove" and batch.state != "done":
-            for email in svc.storage.read_removals(run.run_id, batch.index):
+            for email in svc.removal_blobs.read_removals(run.run_id, batch.index):
                 additions.add(email_key(email), UNSENT, 0, email)
-    resend = svc.storage.open_run_file(run.run_id, RESEND_FILE)
+    resend = svc.run_files.open_run_file(run.run_id, RESEND_FILE)
     if resend is not None:
         unsent.update(int(line, 16) for line in resend if line.strip())
     if run.sync_mode == "mirror":
-        for email in _lines(svc.storage.open_run_file(run.run_id, EXTRA_FILE)):
+        for email in _lines(svc.run_files.open_run_file(run.run_id, EXTRA_FILE)):
             additions.add(email_key(email), UNSENT, 0, email)
 
 

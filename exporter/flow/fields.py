@@ -7,6 +7,9 @@ declares (`custom:NAME:TYPE`), and, when the destination says `create_missing_fi
 one is created (`POST /v3/marketing/field_definitions`) with the declared type, or Text. Anything
 else is a configuration error that names every field concerned and says how to fix it. Nothing is
 created while any other problem stands, so a run that fails changes nothing in SendGrid.
+Saving a destination (`exporter.admin.destinations`) runs the same check at once
+(`check_custom_fields`, with the advice a person saving it needs) and creates missing fields then
+(`create_missing_fields`), so a mapping SendGrid cannot take is refused before any run.
 """
 
 from __future__ import annotations
@@ -90,24 +93,37 @@ def match_custom_fields(
     return match
 
 
-def resolve_custom_fields(client: SendGrid, destination: Destination) -> dict[str, CustomField]:
-    """Mapped custom field name -> its SendGrid definition (id and type), creating missing ones
-    when the destination allows it. Raises InputError naming every field that is wrong.
+RUN_ADVICE: Final = (
+    "create them in SendGrid, or set create_missing_fields on destination {name!r} to have "
+    "them created"
+)
+"""What a run says of missing fields (`{name}`: the destination)."""
+SAVE_ADVICE: Final = (
+    "create them in SendGrid, or save the destination with --create-missing-fields (API: "
+    '"create_missing_fields": true) to have them created now'
+)
+"""What `destinations add/update` (and the API's PUT) says of missing fields."""
 
-    No SendGrid call when the destination maps no custom field.
-    """
+
+def check_custom_fields(
+    client: SendGrid, destination: Destination, *, advice: str = RUN_ADVICE
+) -> FieldMatch:
+    """Look the mapped custom fields up (one GET, nothing created): InputError naming every
+    field that is wrong (a type mismatch, a reserved name, a type we cannot send; missing ones
+    unless the destination creates them, with `advice`; a name SendGrid cannot create). What is
+    returned can be created (`create_missing_fields`). No call when no custom field is mapped."""
     wanted = mapped_custom_fields(destination)
     if not wanted:
-        return {}
+        return FieldMatch()
     match = match_custom_fields(client.field_definitions(), wanted)
     problems = list(match.problems)
     if match.missing and not destination.create_missing_fields:
         names = ", ".join(repr(n) for n in match.missing)
         example = next(iter(match.missing))
         problems.append(
-            f"custom field(s) {names} do not exist in SendGrid: create them in SendGrid, or set "
-            f"create_missing_fields on destination {destination.name!r} to have them created "
-            f"(as Text, unless the mapping declares a type: custom:{example}:Number)"
+            f"custom field(s) {names} do not exist in SendGrid: "
+            + advice.format(name=destination.name)
+            + f" (as Text, unless the mapping declares a type: custom:{example}:Number)"
         )
     elif match.missing:
         invalid = [n for n in match.missing if not FIELD_NAME.fullmatch(n)]
@@ -119,10 +135,28 @@ def resolve_custom_fields(client: SendGrid, destination: Destination) -> dict[st
             )
     if problems:
         raise InputError("; ".join(problems))
+    return match
+
+
+def create_missing_fields(
+    client: SendGrid, destination: Destination, match: FieldMatch
+) -> dict[str, CustomField]:
+    """Every field of a checked match (`check_custom_fields`): those SendGrid has, and the
+    missing ones created now, as their declared type or Text."""
+    wanted = mapped_custom_fields(destination)
     found = dict(match.found)
     for name, field_type in match.missing.items():
-        found[name] = _create(client, name, field_type, wanted[name])
+        found[name] = _create(client, name, field_type, wanted.get(name))
     return found
+
+
+def resolve_custom_fields(client: SendGrid, destination: Destination) -> dict[str, CustomField]:
+    """Mapped custom field name -> its SendGrid definition (id and type), creating missing ones
+    when the destination allows it. Raises InputError naming every field that is wrong.
+
+    No SendGrid call when the destination maps no custom field.
+    """
+    return create_missing_fields(client, destination, check_custom_fields(client, destination))
 
 
 def _create(

@@ -19,7 +19,7 @@ from typing import Final
 
 from exporter.core.errors import InputError
 from exporter.core.redact import mask_emails
-from exporter.flow import commit, slots
+from exporter.flow import commit, notify, slots
 from exporter.flow.events import brief, event
 from exporter.flow.services import Services
 from exporter.model.messages import LIST_CHECKS, ListCheck
@@ -71,7 +71,7 @@ def queue_look(svc: Services, run: RunRecord) -> None:
         return
     after_difference = run.looks % 2 == 1
     delay = svc.verify_lag if after_difference else svc.verify_delay
-    svc.storage.send(LIST_CHECKS, ListCheck(run_id=run.run_id, look=run.looks), delay=delay)
+    svc.queues.send(LIST_CHECKS, ListCheck(run_id=run.run_id, look=run.looks), delay=delay)
 
     def queued(r: RunRecord) -> bool:
         if r.looks != run.looks or r.look_queued:
@@ -161,7 +161,8 @@ def wrap_up(svc: Services, run: RunRecord) -> None:
         return
     commit.commit_state(svc, run)
     slots.release(svc, svc.ledger.get_run(run.run_id) or run)
-    svc.storage.delete_run_blobs(run.run_id)
+    svc.run_files.delete_run_blobs(run.run_id)
+    notify.run_ended(svc, run)  # queued once; delivered on their own queue, never in the way
 
 
 def outcome(run: RunRecord, batches: Sequence[BatchRecord]) -> tuple[str, str]:

@@ -116,7 +116,7 @@ def _heal(
             svc,
             run.run_id,
             first + len(records),
-            _lines(svc.storage.open_run_file(run.run_id, commit.EXTRA_FILE)),
+            _lines(svc.run_files.open_run_file(run.run_id, commit.EXTRA_FILE)),
             round=1,
         )
         outsiders = sum(r.contacts for r in extra)
@@ -187,13 +187,13 @@ def _resend_batches(
 
     def on_batch(batch: Batch) -> None:
         index = run.batches + len(records)
-        svc.storage.write_batch(run.run_id, index, batch.contacts_json())
+        svc.batch_blobs.write_batch(run.run_id, index, batch.contacts_json())
         records.append(
             BatchRecord(run.run_id, index, len(batch.contacts), batch.body_bytes, round=1)
         )
 
     with open_snapshot(
-        svc.storage.open_snapshot(version), name=run.snapshot, mapping=destination.field_mapping()
+        svc.snapshots.open_snapshot(version), name=run.snapshot, mapping=destination.field_mapping()
     ) as snapshot:
         plan(
             snapshot,

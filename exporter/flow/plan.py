@@ -34,6 +34,7 @@ from exporter.model.messages import EXPORT_REQUESTS, ExportRequest
 from exporter.model.runs import BatchRecord, RunRecord, set_fields
 from exporter.model.versions import SnapshotVersion
 from exporter.ports.sendgrid import NotFound, Rejected, TransientError, Unauthorized
+from exporter.ports.storage import SyncedStates
 
 log = logging.getLogger("exporter.flow.runs")
 
@@ -71,18 +72,18 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
         return
     blocked = slots.take(svc, request)
     if blocked == "wait":  # an older snapshot of this segment is being exported: after it
-        svc.storage.send(EXPORT_REQUESTS, request, delay=slots.SLOT_WAIT)
+        svc.queues.send(EXPORT_REQUESTS, request, delay=slots.SLOT_WAIT)
         return
     if blocked:
         finish.fail_run(svc, request.run_id, blocked, state="skipped")
         return
     svc.ledger.update_run(request.run_id, lambda r: set_fields(r, state="planning"))
     try:
-        _plan(svc, request, destination)
+        _plan_unless_ended(svc, request, destination)
     except TransientError as exc:
         # SendGrid (the list check, the custom fields) failed or asked to wait: plan again
         # later, as a batch would be sent again; nothing was sent yet.
-        svc.storage.delete_run_blobs(request.run_id)
+        svc.run_files.delete_run_blobs(request.run_id)
 
         def note(reason: str) -> None:
             why = f"planning attempt failed: {reason}"
@@ -93,10 +94,10 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
 
         sending.again(svc, EXPORT_REQUESTS, request, exc, fail=fail, note=note)
     except (InputError, Unauthorized, Rejected) as exc:
-        svc.storage.delete_run_blobs(request.run_id)
+        svc.run_files.delete_run_blobs(request.run_id)
         finish.fail_run(svc, request.run_id, str(exc))
     except (ResourceModifiedError, ResourceNotFoundError):
-        svc.storage.delete_run_blobs(request.run_id)
+        svc.run_files.delete_run_blobs(request.run_id)
         finish.fail_run(
             svc,
             request.run_id,
@@ -111,8 +112,49 @@ def plan_run(svc: Services, request: ExportRequest) -> None:
         raise
 
 
-def _old_state(svc: Services, destination: str, segment: str, list_id: str) -> SyncedState:
-    data = svc.storage.read_state(destination, segment, list_id)
+def _plan_unless_ended(svc: Services, request: ExportRequest, destination: Destination) -> None:
+    try:
+        _plan(svc, request, destination)
+    except Exception as exc:
+        if _ended_meanwhile(svc, request.run_id, exc):
+            return  # stopped while planning (its destination removed): what failed was that
+        raise
+
+
+def _ended_meanwhile(svc: Services, run_id: str, exc: Exception | None = None) -> bool:
+    """Whether the run ended while it was being planned (its destination removed, say): then
+    whatever it wrote is deleted (the removal deleted the run's blobs before some were written),
+    batch records it left open fail, and the step ends quietly (one event line)."""
+    try:
+        run = svc.ledger.get_run(run_id)
+    except Exception:
+        if exc is None:
+            raise
+        return False  # storage is failing: the original error stands
+    if run is not None and not run.final:
+        return False
+    svc.run_files.delete_run_blobs(run_id)
+    for batch in svc.ledger.batches(run_id):
+        if not batch.settled:
+            svc.ledger.update_batch(run_id, batch.index, _not_sent)
+    event(
+        "planning stopped",
+        run_id=run_id,
+        reason="the run ended while it was planned",
+        error=type(exc).__name__ if exc is not None else "",
+    )
+    return True
+
+
+def _not_sent(batch: BatchRecord) -> bool:
+    if batch.settled:
+        return False
+    batch.state, batch.error = "failed", "the run ended while it was planned: not sent"
+    return True
+
+
+def _old_state(states: SyncedStates, destination: str, segment: str, list_id: str) -> SyncedState:
+    data = states.read_state(destination, segment, list_id)
     if data is None:
         return SyncedState.empty()
     try:
@@ -135,19 +177,19 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
     run_id = request.run_id
     _check_list(svc, destination)
     custom_fields = _custom_fields(svc, destination)
-    old = _old_state(svc, destination.name, request.segment, destination.list_id)
+    old = _old_state(svc.synced_states, destination.name, request.segment, destination.list_id)
     delta = Delta(old, full_refresh=request.full_refresh)
     version = SnapshotVersion(request.snapshot, request.etag, request.requested_at, 0)
     records: list[BatchRecord] = []
 
     def on_batch(batch: Batch) -> None:
-        svc.storage.write_batch(run_id, batch.index, batch.contacts_json())
+        svc.batch_blobs.write_batch(run_id, batch.index, batch.contacts_json())
         records.append(BatchRecord(run_id, batch.index, len(batch.contacts), batch.body_bytes))
 
     with tempfile.SpooledTemporaryFile(max_size=1 << 20) as spool:
         report = RejectReport(_TextSink(spool))
         with open_snapshot(
-            svc.storage.open_snapshot(version),
+            svc.snapshots.open_snapshot(version),
             name=request.snapshot,
             mapping=destination.field_mapping(),
         ) as snapshot:
@@ -170,15 +212,17 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
                     f"{destination.name!r}: nothing was exported; raise the destination's "
                     "profile_cap to export it"
                 ) from None
-        report_name = svc.storage.write_report(run_id, spool) if stats.rejected else ""
+        report_name = svc.report_blobs.write_report(run_id, spool) if stats.rejected else ""
 
     leavers = 0
     if destination.sync_mode == "mirror":
         leavers = _plan_removals(
             svc, request, destination, delta=delta, valid=stats.valid, records=records
         )
+    if _ended_meanwhile(svc, run_id):
+        return
     svc.ledger.put_batches(run_id, records)
-    members = svc.storage.write_pending_state(run_id, delta)
+    members = svc.pending_states.write_pending_state(run_id, delta)
     slot = svc.ledger.get_slot(destination.name, request.segment)
     verify = (
         request.verify
@@ -215,6 +259,7 @@ def _plan(svc: Services, request: ExportRequest, destination: Destination) -> No
         return True
 
     if svc.ledger.update_run(run_id, planned).final:
+        _ended_meanwhile(svc, run_id)
         return
     if records:
         sending.queue_batches(svc, run_id)
@@ -259,7 +304,7 @@ def _plan_removals(
             + "): nothing was sent. If the segment really shrank, export again allowing "
             "mass removal"
         )
-    emails = svc.storage.state_emails(destination.name, request.segment, destination.list_id)
+    emails = svc.synced_states.state_emails(destination.name, request.segment, destination.list_id)
     leavers = read_emails(emails, delta.old.left())
     records += removals.removal_batches(svc, request.run_id, len(records), leavers)
     return leaving

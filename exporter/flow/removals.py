@@ -33,7 +33,7 @@ def removal_batches(
 
     def flush() -> None:
         index = first + len(records)
-        svc.storage.write_removals(run_id, index, chunk)
+        svc.removal_blobs.write_removals(run_id, index, chunk)
         records.append(BatchRecord(run_id, index, len(chunk), 0, kind="remove", round=round))
 
     for email in emails:
@@ -51,7 +51,7 @@ def remove(svc: Services, client: SendGrid, run: RunRecord, batch: BatchRecord) 
     found, take them off the list. Returns how many contacts SendGrid knew. Raises SendGrid's
     errors for the caller to defer, retry or fail the batch; what is recorded stays."""
     if not batch.searched:
-        emails = svc.storage.read_removals(run.run_id, batch.index)
+        emails = svc.removal_blobs.read_removals(run.run_id, batch.index)
         ids = client.search_emails(emails)
         found = ",".join(sorted(ids.values()))
         batch = svc.ledger.update_batch(

@@ -24,8 +24,8 @@ def sweep(svc: Services, *, at: datetime | None = None) -> int:
         return 0
     cutoff = (at or utcnow()) - timedelta(days=days)
     deleted = 0
-    for run_id in list(svc.storage.reports_older_than(cutoff)):
-        svc.storage.delete_report(run_id)
+    for run_id in list(svc.report_blobs.reports_older_than(cutoff)):
+        svc.report_blobs.delete_report(run_id)
         if svc.ledger.get_run(run_id) is not None:
             svc.ledger.update_run(run_id, _forget_report)
         deleted += 1

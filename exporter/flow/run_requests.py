@@ -100,7 +100,7 @@ def request_exports(
             allow_mass_removal=allow_mass_removal,
             verify=verify,
         )
-        svc.storage.send(EXPORT_REQUESTS, request)
+        svc.queues.send(EXPORT_REQUESTS, request)
         svc.ledger.update_run(run_id, lambda r: set_fields(r, request_queued=True))
         run_ids.append(run_id)
         event("run requested", run_id=run_id, destination=destination.name, segment=segment)
@@ -130,7 +130,7 @@ def refresh(svc: Services, at: datetime | None = None) -> list[str]:
             )
             continue
         for segment in destination.segments:
-            version = svc.storage.latest_snapshot(segment)
+            version = svc.snapshots.latest_snapshot(segment)
             if version is not None:
                 run_ids += request_exports(svc, version, "timer", at=at, only=[destination.name])
     return run_ids

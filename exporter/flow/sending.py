@@ -9,7 +9,10 @@ is recorded only until its batch settles. SendGrid's answers decide what happens
   seconds, at most `MAX_RETRIES` times in a row; then the batch fails with the last error;
 - 401/403, other 4xx: the batch fails with SendGrid's reasons (repeating will not help).
 Only what is not SendGrid's (storage errors, bugs) propagates, so the host retries the message
-and, after its `maxDequeueCount`, moves it to the poison queue.
+and, after its `maxDequeueCount`, moves it to the poison queue. Except when the run ended (or
+lost its destination) while the step ran: then what failed (a batch blob deleted under its
+upload, say) is what ending the run does, and the step ends with one event line (`stop_run`
+ends a run whose destination is gone or without consent, whoever notices first).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Final, TypeVar
 
 from exporter.core.errors import InputError
 from exporter.core.redact import mask_emails
-from exporter.flow import removals
+from exporter.flow import finish, removals
 from exporter.flow.events import brief, event
 from exporter.flow.finish import list_gone, settle
 from exporter.flow.services import Services
@@ -57,14 +60,57 @@ def retry_delay(retries: int) -> float:
     return base * random.uniform(0.75, 1.0)
 
 
+REMOVED: Final = "the destination was removed"
+"""How the reason of a run whose destination was removed begins (the summary says so)."""
+WITHDRAWN: Final = "the destination's data-privacy consent was withdrawn"
+
+
 def destination_for(svc: Services, run: RunRecord) -> Destination | str:
     """The run's destination, or why its batches must not be sent any more."""
     destination = svc.destinations.get(run.destination)
     if destination is None:
-        return "the destination was removed: the batch was not sent"
+        return REMOVED
     if destination.consent is None:
-        return "the destination's data-privacy consent was withdrawn: the batch was not sent"
+        return WITHDRAWN
     return destination
+
+
+def stop_run(svc: Services, run_id: str, why: str) -> RunRecord | None:
+    """End a run that must not go on (its destination removed, its consent withdrawn) now,
+    rather than when its messages next come round: every batch not settled fails (a queued one
+    was not sent; an accepted one's import is not confirmed), then the run, saying `why` and
+    how far it got. A run with nothing open ends as its batches say (`finish.finish`). Safe to
+    repeat, and to race with the workers: the removal and a worker that finds the destination
+    gone stop the run alike."""
+    run = svc.ledger.get_run(run_id)
+    if run is None or run.final:
+        return run
+
+    def stopped(batch: BatchRecord) -> bool:
+        if batch.settled:
+            return False
+        not_done = "not sent" if batch.state == "queued" else "sent, its import not confirmed"
+        batch.state, batch.error = "failed", f"{why}: the batch was {not_done}"
+        return True
+
+    open_batches = [b for b in svc.ledger.batches(run_id) if not b.settled]
+    for batch in open_batches:
+        svc.ledger.update_batch(run_id, batch.index, stopped)
+    if run.planned and not open_batches:
+        if run.verify and not run.verified:
+            note = f"not read back: {why}"
+            svc.ledger.update_run(run_id, lambda r: set_fields(r, verify_note=note))
+        return finish.finish(svc, run_id)
+    if not run.planned:
+        return finish.fail_run(svc, run_id, f"{why} before the run was planned: nothing was sent")
+    batches = svc.ledger.batches(run_id)
+    done = sum(1 for b in batches if b.state == "done")
+    return finish.fail_run(
+        svc,
+        run_id,
+        f"{why} while the run was sending: the export was stopped with {done:,} of "
+        f"{len(batches):,} batches confirmed",
+    )
 
 
 def queue_batches(svc: Services, run_id: str) -> None:
@@ -72,7 +118,7 @@ def queue_batches(svc: Services, run_id: str) -> None:
     the note missing queues them again: a second message for a batch is harmless)."""
     for batch in svc.ledger.batches(run_id):
         if batch.state == "queued":
-            svc.storage.send(CONTACT_BATCHES, BatchMessage(run_id=run_id, batch=batch.index))
+            svc.queues.send(CONTACT_BATCHES, BatchMessage(run_id=run_id, batch=batch.index))
     svc.ledger.update_run(run_id, lambda r: set_fields(r, batches_queued=True))
 
 
@@ -109,7 +155,7 @@ def again(
             fail(f"still rate limited after {MAX_DEFERRALS} waits")
             return
         later = message.model_copy(update={"deferrals": message.deferrals + 1})
-        svc.storage.send(queue, later, delay=exc.retry_after)
+        svc.queues.send(queue, later, delay=exc.retry_after)
         event("step deferred", run_id=message.run_id, queue=queue, seconds=exc.retry_after)
         return
     if message.retries + 1 >= MAX_RETRIES:
@@ -117,7 +163,7 @@ def again(
         return
     note(reason)
     later = message.model_copy(update={"retries": message.retries + 1})
-    svc.storage.send(queue, later, delay=retry_delay(message.retries))
+    svc.queues.send(queue, later, delay=retry_delay(message.retries))
     event("step retried", run_id=message.run_id, queue=queue, reason=reason)
 
 
@@ -134,14 +180,15 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
     if batch.state == "accepted":
         # Sent already. The first delivery may have died before queueing the job check: queue
         # one (a second check of the same job is harmless; a missing one would hang the run).
-        svc.storage.send(IMPORT_JOBS, JobCheck(run_id=run_id, batch=index, job_id=batch.job_id))
+        svc.queues.send(IMPORT_JOBS, JobCheck(run_id=run_id, batch=index, job_id=batch.job_id))
         return
     if batch.state != "queued":
         settle(svc, run_id)  # settled: the first delivery may have died before settling the run
         return
     destination = destination_for(svc, run)
     if isinstance(destination, str):
-        fail_batch(svc, run_id, index, destination)
+        stop_run(svc, run_id, destination)
+        event("batch not sent", run_id=run_id, batch=index, reason=destination)
         return
 
     def note(reason: str) -> None:
@@ -157,7 +204,7 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
         if batch.kind == "remove":
             removed = removals.remove(svc, client, run, batch)
         else:
-            job_id = client.upsert([run.list_id], svc.storage.open_batch(run_id, index))
+            job_id = client.upsert([run.list_id], svc.batch_blobs.open_batch(run_id, index))
     except TransientError as exc:
         if batch.kind == "remove" and not batch.searched and not isinstance(exc, RateLimited):
             now = svc.ledger.get_batch(run_id, index)
@@ -181,6 +228,8 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
         fail_batch(svc, run_id, index, str(exc))
         return
     except Exception as exc:
+        if _stopped_meanwhile(svc, run, index, exc):
+            return  # expected: its blobs went with the run (an upload cut short), nothing to retry
         note(brief(exc))  # for the poison handler, if every delivery ends like this
         raise
 
@@ -205,8 +254,10 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
         b.attempts += 1
         return True
 
-    svc.ledger.update_batch(run_id, index, accepted)
-    svc.storage.send(
+    if svc.ledger.update_batch(run_id, index, accepted).job_id != job_id:
+        settle(svc, run_id)  # settled meanwhile (its run stopped, say): no job to follow
+        return
+    svc.queues.send(
         IMPORT_JOBS, JobCheck(run_id=run_id, batch=index, job_id=job_id), delay=FIRST_JOB_CHECK
     )
     if run.state == "sending" and not _has_queued(svc, run_id):
@@ -214,6 +265,30 @@ def send_batch(svc: Services, message: BatchMessage) -> None:
             run_id, lambda r: set_fields(r, state="confirming") if r.state == "sending" else False
         )
     event("batch accepted", run_id=run_id, batch=index, contacts=batch.contacts)
+
+
+def _stopped_meanwhile(svc: Services, run: RunRecord, index: int, exc: Exception) -> bool:
+    """Whether the run ended (or lost its destination) while this batch was being sent: then
+    what failed (a batch blob deleted under the upload, which Azure answers with 412 or 404) is
+    what ending it does, not a fault. The run is stopped if it is not yet; one event line, no
+    traceback, and the message is done with."""
+    try:
+        now = svc.ledger.get_run(run.run_id)
+        why = "the run ended" if now is None or now.final else destination_for(svc, run)
+    except Exception:
+        return False  # storage is failing too: the original error stands
+    if not isinstance(why, str):
+        return False
+    if why != "the run ended":
+        stop_run(svc, run.run_id, why)
+    event(
+        "batch stopped",
+        run_id=run.run_id,
+        batch=index,
+        reason=why,
+        error=type(exc).__name__,
+    )
+    return True
 
 
 def _has_queued(svc: Services, run_id: str) -> bool:
@@ -242,7 +317,8 @@ def follow_job(svc: Services, message: JobCheck) -> None:
         return
     destination = destination_for(svc, run)
     if isinstance(destination, str):
-        fail_batch(svc, run_id, index, destination)
+        stop_run(svc, run_id, destination)
+        event("job not followed", run_id=run_id, batch=index, reason=destination)
         return
     try:
         job = svc.sendgrid(destination).import_status(message.job_id)
@@ -275,7 +351,7 @@ def follow_job(svc: Services, message: JobCheck) -> None:
             return
         delay = min(MAX_JOB_CHECK_DELAY, FIRST_JOB_CHECK * 2 ** (message.checks + 1))
         later = message.model_copy(update={"checks": message.checks + 1, "retries": 0})
-        svc.storage.send(IMPORT_JOBS, later, delay=delay)
+        svc.queues.send(IMPORT_JOBS, later, delay=delay)
         return
 
     def settled(b: BatchRecord) -> bool:

@@ -1,8 +1,11 @@
 """What the flow needs from the outside world: the ports, and the settings that shape a run.
 
-Every step of a run (`exporter.flow.runs`, `sending`, `finish`, `verification`) takes a
-`Services`. `exporter.wiring` builds one from app settings with the Azure and SendGrid adapters,
-once per worker process; tests build one from in-memory parts (see `tests/support/flow.py`).
+Every step of a run (`exporter.flow.plan`, `sending`, `finish`, `verification` …) takes a
+`Services`. It reaches storage only through the typed views (`svc.queues`, `svc.batch_blobs`
+…), each a Protocol of `exporter.ports.storage` for one thing a step needs, so mypy proves what
+each step touches. `exporter.wiring` builds a `Services` from app settings with the Azure and
+SendGrid adapters, once per worker process; tests build one from in-memory parts (see
+`tests/support/flow.py`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,26 @@ from exporter.core.errors import InputError
 from exporter.model.destinations import Destination
 from exporter.ports.destinations import DestinationStore
 from exporter.ports.ledger import RunLedger
+from exporter.ports.notifier import Notifier
 from exporter.ports.secrets import SecretProvider
 from exporter.ports.sendgrid import SendGrid
-from exporter.ports.storage import AppStorage
+from exporter.ports.storage import (
+    AppStorage,
+    BatchBlobs,
+    CdmManifests,
+    PendingStates,
+    Queues,
+    RemovalBlobs,
+    ReportBlobs,
+    RunFiles,
+    SnapshotReads,
+    SyncedStates,
+)
 
 DEFAULT_VERIFY_DELAY = 60.0
 DEFAULT_VERIFY_LAG = 300.0
 DEFAULT_REPORT_RETENTION_DAYS = 30
+DEFAULT_NOTIFY_RETRY_BASE = 5.0
 
 
 @dataclass
@@ -31,6 +47,8 @@ class Services:
     """What the flow needs from the outside world, and the settings that shape a run."""
 
     storage: AppStorage
+    """All of storage (the administration's part too); the flow's steps reach it through the
+    narrow views below, one per thing a step needs (`exporter.ports.storage`)."""
     ledger: RunLedger
     destinations: DestinationStore
     secrets: SecretProvider
@@ -55,9 +73,51 @@ class Services:
     report_retention_days: int = DEFAULT_REPORT_RETENTION_DAYS
     """Days a run's reject report is kept (setting REJECT_REPORT_RETENTION_DAYS; 0: for
     ever). Contact data is not kept past its run at all."""
+    notifier: Notifier | None = None
+    """Posts notifications to their targets (`exporter.flow.notify`); None: none is delivered
+    (each is recorded failed, saying so)."""
+    notify_retry_base: float = DEFAULT_NOTIFY_RETRY_BASE
+    """Seconds before a failed notification is posted again, doubling per attempt up to 300 s
+    (setting NOTIFY_RETRY_BASE_SECONDS)."""
     _clients: dict[str, tuple[str, SendGrid]] = field(default_factory=dict, repr=False)
     """Per API-key secret name: (the key's SHA-256, the client made with it)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def queues(self) -> Queues:
+        return self.storage
+
+    @property
+    def snapshots(self) -> SnapshotReads:
+        return self.storage
+
+    @property
+    def manifests(self) -> CdmManifests:
+        return self.storage
+
+    @property
+    def batch_blobs(self) -> BatchBlobs:
+        return self.storage
+
+    @property
+    def removal_blobs(self) -> RemovalBlobs:
+        return self.storage
+
+    @property
+    def synced_states(self) -> SyncedStates:
+        return self.storage
+
+    @property
+    def pending_states(self) -> PendingStates:
+        return self.storage
+
+    @property
+    def run_files(self) -> RunFiles:
+        return self.storage
+
+    @property
+    def report_blobs(self) -> ReportBlobs:
+        return self.storage
 
     def sendgrid(self, destination: Destination) -> SendGrid:
         """The client for a destination's key, resolved now: when the key behind the secret
@@ -88,6 +148,7 @@ class RunSettings:
     verify_delay: float
     verify_lag: float
     report_retention_days: int
+    notify_retry_base: float
 
 
 def run_settings(env: Mapping[str, str]) -> RunSettings:
@@ -99,6 +160,9 @@ def run_settings(env: Mapping[str, str]) -> RunSettings:
         verify_delay=seconds_setting(env, "VERIFY_DELAY_SECONDS", DEFAULT_VERIFY_DELAY, zero=True),
         verify_lag=seconds_setting(env, "VERIFY_LAG_SECONDS", DEFAULT_VERIFY_LAG, zero=True),
         report_retention_days=_days(env.get("REJECT_REPORT_RETENTION_DAYS")),
+        notify_retry_base=seconds_setting(
+            env, "NOTIFY_RETRY_BASE_SECONDS", DEFAULT_NOTIFY_RETRY_BASE
+        ),
     )
 
 

@@ -62,7 +62,12 @@ MAX_EXPORT_FAILURES: Final = 3
 def check_list(svc: Services, message: ListCheck) -> None:
     """One step of one look at a run's list (queue list-checks)."""
     run = svc.ledger.get_run(message.run_id)
-    if run is None or run.final:
+    if run is None:
+        return
+    if run.final:
+        # A repeat of the look that ended the run: it may have died in the wrap-up (the state
+        # commit, the slot, the notifications); finish that (idempotent) and stop.
+        finish.wrap_up(svc, run)
         return
     if run.state != "verifying" or message.look != run.looks:
         ensure_progress(svc, run)  # stale or repeated: the step it belonged to is done
@@ -134,7 +139,7 @@ def _start(svc: Services, client: SendGrid, run: RunRecord, message: ListCheck) 
     )
     changes = {"export_id": export_id, "checks": 0, "retries": 0, "exports": message.exports + 1}
     again = message.model_copy(update=changes)
-    svc.storage.send(LIST_CHECKS, again, delay=FIRST_EXPORT_CHECK)
+    svc.queues.send(LIST_CHECKS, again, delay=FIRST_EXPORT_CHECK)
     event("list export started", run_id=run.run_id, look=message.look)
 
 
@@ -144,7 +149,7 @@ def _wait(svc: Services, run: RunRecord, message: ListCheck) -> None:
         return
     delay = min(MAX_EXPORT_CHECK_DELAY, FIRST_EXPORT_CHECK * 2 ** (message.checks + 1))
     again = message.model_copy(update={"checks": message.checks + 1, "retries": 0})
-    svc.storage.send(LIST_CHECKS, again, delay=delay)
+    svc.queues.send(LIST_CHECKS, again, delay=delay)
 
 
 def _export_failed(svc: Services, run: RunRecord, message: ListCheck, why: str) -> None:
@@ -154,7 +159,7 @@ def _export_failed(svc: Services, run: RunRecord, message: ListCheck, why: str) 
         return
     # A new export for the same look.
     again = message.model_copy(update={"export_id": "", "checks": 0})
-    svc.storage.send(LIST_CHECKS, again, delay=sending.retry_delay(message.exports))
+    svc.queues.send(LIST_CHECKS, again, delay=sending.retry_delay(message.exports))
 
 
 def give_up(svc: Services, run: RunRecord, message: ListCheck, why: str) -> None:
@@ -191,7 +196,7 @@ def _look(
 ) -> Diff:
     """Read every file of a ready export and compare it with the run's pending state; the
     keys to send again and (mirror mode) the emails to remove are kept as run files."""
-    expected = SyncedState.read_index(svc.storage.read_pending_index(run.run_id), masks=True)
+    expected = SyncedState.read_index(svc.pending_states.read_pending_index(run.run_id), masks=True)
     builder = _builder(expected, custom)
     mirror = run.sync_mode == "mirror"
     with tempfile.SpooledTemporaryFile(max_size=1 << 20) as extra:
@@ -204,10 +209,10 @@ def _look(
                     comparer.row(email, values)
         diff = comparer.finish()
         resend = "".join(f"{key:016x}\n" for key in diff.resend).encode()
-        svc.storage.put_run_file(run.run_id, commit.RESEND_FILE, resend)
+        svc.run_files.put_run_file(run.run_id, commit.RESEND_FILE, resend)
         if mirror:
             extra.seek(0)
-            svc.storage.put_run_file(run.run_id, commit.EXTRA_FILE, extra)
+            svc.run_files.put_run_file(run.run_id, commit.EXTRA_FILE, extra)
     return diff
 
 

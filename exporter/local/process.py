@@ -60,10 +60,13 @@ class Child:
         timeout: float,
         echo: bool = False,
         stop_timeout: float = STOP_TIMEOUT,
+        notice: re.Pattern[str] | None = None,
     ) -> None:
+        """`notice`: lines in which it is found are shown (on stderr) even without `echo`."""
         self.name = name
         self.stop_timeout = stop_timeout
         self._echo = echo
+        self._notice = notice
         self._output: deque[str] = deque(maxlen=OUTPUT_LINES)
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._waiting = True
@@ -123,7 +126,7 @@ class Child:
             self._output.append(line.rstrip("\n"))
             if self._waiting:
                 self._lines.put(line)
-            if self._echo:
+            if self._echo or (self._notice is not None and self._notice.search(line)):
                 sys.stderr.write(f"[{self.name}] {line}")
         self._lines.put(None)  # the end of its output: the child has exited
 

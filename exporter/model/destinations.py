@@ -40,6 +40,7 @@ from exporter.core.errors import InputError
 from exporter.core.mapping import FieldMapping
 from exporter.core.paths import valid_segment
 from exporter.model.keys import KEY_NAME_RULE, is_key_name
+from exporter.model.notifications import NotificationTarget, check_targets
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,10 @@ class Destination(BaseModel):
         "request asks, or on a full refresh)",
     )
     consent: Consent | None = None
+    notifications: list[NotificationTarget] = Field(
+        default_factory=list,
+        description="whom to tell about its runs, of what (`exporter.model.notifications`)",
+    )
 
     @field_validator("list_id")
     @classmethod
@@ -230,6 +235,11 @@ class Destination(BaseModel):
             elif not valid_segment(segment):
                 raise ValueError(_segment_problem(segment))
         return value
+
+    @field_validator("notifications")
+    @classmethod
+    def _targets(cls, value: list[NotificationTarget]) -> list[NotificationTarget]:
+        return check_targets(value)
 
     @model_validator(mode="after")
     def _size(self) -> Destination:

@@ -1,4 +1,5 @@
-"""Which names may hold a SendGrid API key, and what a key looks like.
+"""Which names may hold a SendGrid API key (or a notification target's URL or signing secret),
+and what a key looks like.
 
 A destination names its key (`api_key_secret`); only names following `KEY_NAME_PATTERN`
 (`SENDGRID_KEY` or `SENDGRID_KEY_<NAME>`, any case, `-` and `_` alike, so
@@ -46,3 +47,42 @@ def is_key_name(name: str) -> bool:
         and len(name) <= MAX_KEY_NAME
         and _KEY_NAME.fullmatch(name) is not None
     )
+
+
+# --- notification targets' secrets (see `exporter.model.notifications`) ----------------------
+
+NOTIFY_URL_PATTERN: Final = r"^NOTIFY[_-]URL(?:[_-][A-Za-z0-9]+)+$"
+"""The names a notification target's URL may be stored under: `NOTIFY_URL_<NAME>` (in Key Vault
+`NOTIFY-URL-<NAME>`; any case, `_` and `-` alike). A target's URL is a secret: a Slack or Teams
+incoming-webhook URL is all it takes to post to the channel."""
+
+
+NOTIFY_SIGNING_PATTERN: Final = r"^NOTIFY[_-]SIGNING(?:[_-][A-Za-z0-9]+)+$"
+"""The names a webhook target's signing secret may be stored under: `NOTIFY_SIGNING_<NAME>`."""
+
+
+NOTIFY_NAME_RULE: Final = (
+    "store a notification target's URL as an app setting or Key Vault secret named "
+    "NOTIFY_URL_<NAME> and a webhook's signing secret as NOTIFY_SIGNING_<NAME> (in Key Vault: "
+    "NOTIFY-URL-<NAME>, NOTIFY-SIGNING-<NAME>); the app reads them under no other names"
+)
+
+
+_NOTIFY_URL: Final = re.compile(NOTIFY_URL_PATTERN, re.IGNORECASE)
+
+
+_NOTIFY_SIGNING: Final = re.compile(NOTIFY_SIGNING_PATTERN, re.IGNORECASE)
+
+
+def is_notify_url_name(name: str) -> bool:
+    """Whether a notification target's URL may be stored under `name`."""
+    return _bounded(name) and _NOTIFY_URL.fullmatch(name) is not None
+
+
+def is_notify_signing_name(name: str) -> bool:
+    """Whether a webhook target's signing secret may be stored under `name`."""
+    return _bounded(name) and _NOTIFY_SIGNING.fullmatch(name) is not None
+
+
+def _bounded(name: str) -> bool:
+    return isinstance(name, str) and len(name) <= MAX_KEY_NAME

@@ -32,12 +32,14 @@ from exporter.core import cdm, paths
 from exporter.core.errors import InputError
 from exporter.core.redact import mask_emails
 from exporter.model.destinations import NAME_PATTERN
+from exporter.model.notifications import TARGET_PATTERN, NotifyEvent
 
 EXPORT_REQUESTS: Final = "export-requests"
 CONTACT_BATCHES: Final = "contact-batches"
 IMPORT_JOBS: Final = "import-jobs"
 CDM_MANIFESTS: Final = "cdm-manifests"
 LIST_CHECKS: Final = "list-checks"
+NOTIFICATIONS: Final = "notifications"
 POISON_SUFFIX: Final = "-poison"
 
 RUN_ID_PATTERN: Final = r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{12}$"
@@ -201,6 +203,16 @@ class ManifestCheck(_Message):
     written_at: AwareDatetime = Field(description="when that version was written")
     size: int = Field(default=0, ge=0, le=cdm.MAX_MANIFEST_BYTES)
     checks: Count = Field(default=0, description="looks taken so far")
+
+
+class Notification(_Message):
+    """Tell one target of a run's destination about one event of the run (its end). The
+    payload is built from the run when it is delivered; the message names, never carries, it."""
+
+    run_id: RunId
+    target: Annotated[str, StringConstraints(pattern=TARGET_PATTERN)]
+    event: NotifyEvent
+    attempts: Count = Field(default=0, description="POSTs made so far")
 
 
 M = TypeVar("M", bound=_Message)

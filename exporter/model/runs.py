@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from exporter.model.notifications import NotificationRecord
+
 RunState = Literal[
     "queued",
     "planning",
@@ -133,6 +135,9 @@ class RunRecord:
     """Contacts sent again to heal the list."""
     extra_removed: int = 0
     """Contacts the segment does not hold, taken off the list to heal it (mirror mode)."""
+    notifications: list[NotificationRecord] = field(default_factory=list)
+    """What the run's end was told to whom, and how each delivery went (`exporter.flow.notify`);
+    never part of its outcome."""
 
     @property
     def final(self) -> bool:

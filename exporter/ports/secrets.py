@@ -9,7 +9,7 @@ returned. No secret value is ever logged, put in an exception message or shown b
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 from exporter.core.errors import ExporterError, InputError
 from exporter.model.keys import _KEY_SHAPE, KEY_NAME_RULE
@@ -40,6 +40,11 @@ class SecretUnavailable(ExporterError):
 
 class SecretProvider(Protocol):
     def get(self, name: str) -> str: ...
+
+    def notification_secret(self, name: str, kind: Literal["url", "signing"]) -> str:
+        """A notification target's URL or signing secret, by the rules of
+        `exporter.ports.notifier` (`NotificationSecretMissing` when none is usable)."""
+        ...
 
 
 def key_unavailable(name: str) -> SecretNotFound:

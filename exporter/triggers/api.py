@@ -1,4 +1,4 @@
-"""HTTP API: destinations, exports on demand, runs. Every route needs a function key.
+"""HTTP API: destinations, exports on demand, runs, snapshots. Every route needs a function key.
 
 Each trigger reads its route, query and body, calls one function of `exporter.admin` (the same
 code as the CLI), and answers JSON. Errors map to statuses by type: 400 invalid input (with the
@@ -34,6 +34,7 @@ from exporter.admin.exports import export_now
 from exporter.admin.removal import remove_destination
 from exporter.admin.requests import DestinationRequest, ExportBody, check_size, parse
 from exporter.admin.runs import find_runs, run_details
+from exporter.admin.snapshots import list_snapshots, remove_snapshot, show_snapshot
 from exporter.admin.views import details_json, run_json
 from exporter.core.errors import InputError
 from exporter.core.redact import mask_emails
@@ -84,6 +85,26 @@ def api_list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=AUTH)
 def api_get_run(req: func.HttpRequest) -> func.HttpResponse:
     return _answer(lambda: (200, details_json(run_details(services(), req.route_params["run_id"]))))
+
+
+@bp.route(route="snapshots", methods=["GET"], auth_level=AUTH)
+def api_list_snapshots(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(lambda: _list_snapshots(req))
+
+
+# A snapshot's name is a path (`<segment>/<file>`): a catch-all parameter, which may be empty
+# (then the list: a host may route `/snapshots` here too). Checked in `admin.snapshots`.
+@bp.route(route="snapshots/{*name}", methods=["GET"], auth_level=AUTH)
+def api_get_snapshot(req: func.HttpRequest) -> func.HttpResponse:
+    name = req.route_params.get("name")
+    if not name:
+        return _answer(lambda: _list_snapshots(req))
+    return _answer(lambda: (200, show_snapshot(services(), name).as_json()))
+
+
+@bp.route(route="snapshots/{*name}", methods=["DELETE"], auth_level=AUTH)
+def api_delete_snapshot(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(lambda: _delete_snapshot(req))
 
 
 # --- request and answer ----------------------------------------------------------------------
@@ -148,6 +169,22 @@ def _list_runs(req: func.HttpRequest) -> Answer:
         limit=int(limit),
     )
     return 200, {"runs": [run_json(r) for r in found]}
+
+
+def _list_snapshots(req: func.HttpRequest) -> Answer:
+    limit = req.params.get("limit") or "1000"
+    if not limit.isdigit():
+        raise InputError("limit must be a whole number from 1 to 10000")
+    listing = list_snapshots(services(), req.params.get("segment") or None, limit=int(limit))
+    return 200, listing.as_json()
+
+
+def _delete_snapshot(req: func.HttpRequest) -> Answer:
+    name = req.route_params.get("name")
+    if not name:
+        raise InputError("name the snapshot to remove: DELETE /api/snapshots/<segment>/<file>")
+    removed = remove_snapshot(services(), name, etag=req.params.get("etag") or None)
+    return 200, removed.as_json()
 
 
 def _answer(action: Callable[[], Answer]) -> func.HttpResponse:

@@ -33,6 +33,8 @@ var queueNames = [
   'list-checks-poison'
   'cdm-manifests'
   'cdm-manifests-poison'
+  'notifications'
+  'notifications-poison'
 ]
 
 var roles = {

@@ -166,36 +166,57 @@ def test_destinations_add_list_show_update_test(admin: Admin) -> None:
     assert shown["api_key_secret"] == SECRET and shown["list_id"] == found.id
     assert shown["consent"]["accepted_by"] == "dpo@company.example"
 
-    out = admin.ok(
+    flags = ("--display-name", "Newsletter", "--sync-mode", "mirror", "--full-refresh-every", "7")
+    # A custom field SendGrid lacks is refused at once, naming it and the flag that creates it.
+    refused = error_line(
+        admin.run(
+            "destinations",
+            "update",
+            "cli-a",
+            "--map",
+            "custom:tier=Tier",
+            *flags,
+            "--no-create-missing-fields",
+        ),
+        2,
+    )
+    assert "custom field(s) 'tier' do not exist in SendGrid" in refused
+    assert "--create-missing-fields" in refused
+    assert "tier" not in admin.client.field_definitions().custom
+    made = admin.ok(
         "destinations",
         "update",
         "cli-a",
-        "--display-name",
-        "Newsletter",
         "--map",
         "custom:tier=Tier",
-        "--sync-mode",
-        "mirror",
-        "--full-refresh-every",
-        "7",
-        "--no-create-missing-fields",
-        "--json",
+        *flags,
+        "--create-missing-fields",
     )
-    updated = json.loads(out)
+    assert "custom fields created in SendGrid: tier (Text)" in made
+    assert admin.client.field_definitions().custom["tier"].field_type == "Text"
+    updated = json.loads(admin.ok("destinations", "show", "cli-a"))
     assert updated["display_name"] == "Newsletter" and updated["sync_mode"] == "mirror"
-    assert updated["full_refresh_every"] == 7 and updated["create_missing_fields"] is False
+    assert updated["full_refresh_every"] == 7 and updated["create_missing_fields"] is True
     assert updated["mapping"] == {"custom:tier": "Tier"}
     assert updated["consent"] == shown["consent"]  # kept as recorded
     error_line(
         admin.run("destinations", "update", "cli-none", "--display-name", "x"), 2, "no destination"
     )
 
+    # A field the mapping names that SendGrid no longer has (deleted there since the save):
+    # `test` names it.
+    stored = admin.svc.destinations.get("cli-a")
+    assert stored is not None
+    gone = {"custom:tier": "Tier", "custom:points": "Points"}
+    admin.svc.destinations.put(
+        stored.model_copy(update={"mapping": gone, "create_missing_fields": False})
+    )
     result = admin.run("destinations", "test", "cli-a")
     assert result.returncode == 1, result.stdout
     assert re.search(r"^ok\s+api_key", result.stdout, re.M)
     assert re.search(r"^ok\s+list\s+list 'CLI a'", result.stdout, re.M)
-    assert re.search(r"^FAIL custom_fields .*'tier'", result.stdout, re.M)
-    admin.client.create_field("tier", "Text")
+    assert re.search(r"^FAIL custom_fields .*'points'", result.stdout, re.M)
+    admin.client.create_field("points", "Text")
     report = json.loads(admin.ok("destinations", "test", "cli-a", "--json"))
     assert report["ok"] is True and [c["name"] for c in report["checks"]] == [
         "api_key",
@@ -219,8 +240,11 @@ def test_export_on_demand_and_read_the_runs(admin: Admin) -> None:
     result = admin.run("export", "--destination", "cli-e", "--wait")
     assert result.returncode == 0, result.stderr
     assert "snapshot cli-e/002.csv" in result.stdout
-    # Plain progress lines when stderr is not a terminal: read, planned, sent, confirmed.
-    assert re.search(r"read 40, planned 2, sent 2, 2/2 batches confirmed, 0 failed", result.stderr)
+    # Plain progress lines when stderr is not a terminal: read, contacts taken, batches.
+    assert re.search(
+        r"read 40, SendGrid took 40 of 40 contacts; 2 batches: 2 confirmed, 0 failed",
+        result.stderr,
+    )
 
     result = admin.run("export", "--destination", "cli-e", "--full-refresh")
     assert result.returncode == 0
@@ -228,19 +252,21 @@ def test_export_on_demand_and_read_the_runs(admin: Admin) -> None:
     follow = admin.run("runs", "follow", full, "--timeout", "120")
     assert follow.returncode == 0, follow.stderr
     assert f"run {full}: succeeded" in follow.stdout
-    assert "full refresh" in follow.stdout and re.search(r"valid\s+40\s+.* 40 sent", follow.stdout)
-    assert "batches confirmed" in follow.stderr
+    assert "full refresh" in follow.stdout and re.search(
+        r"valid\s+40\s+.* 40 to send", follow.stdout
+    )
+    assert re.search(r"\d+ batches: \d+ confirmed", follow.stderr)
 
-    listed = json.loads(admin.ok("runs", "list", "--destination", "cli-e", "--json"))
+    listed = json.loads(admin.ok("runs", "list", "--destination", "cli-e", "--json"))["runs"]
     assert [r["run_id"] for r in listed][-1] == run_id[1] and len(listed) == 3
     assert {r["trigger"] for r in listed} == {"cli"}
     # A rejected row does not make a run "with errors": all three succeeded.
     succeeded = json.loads(
         admin.ok("runs", "list", "--destination", "cli-e", "--state", "succeeded", "--json")
-    )
+    )["runs"]
     assert len(succeeded) == 3 and all(r["state"] == "succeeded" for r in succeeded)
     failed = admin.ok("runs", "list", "--destination", "cli-e", "--state", "failed", "--json")
-    assert json.loads(failed) == []
+    assert json.loads(failed) == {"runs": []}
     error_line(admin.run("runs", "list", "--state", "done"), 2, "state must be one of")
 
     report = admin.tmp / "rejects.csv"
@@ -264,7 +290,24 @@ def test_the_upload_form_of_export_still_works(admin: Admin) -> None:
     result = admin.run("export", path, "--segment", "cli-u", "--wait", "--timeout", "120")
     assert result.returncode == 0, result.stderr
     assert "destinations: cli-u" in result.stdout and ": succeeded" in result.stdout
-    assert "batches confirmed" in result.stderr
+    assert re.search(r"\d+ batches: \d+ confirmed", result.stderr)
+
+    # --json: the run ids the upload starts, before the blob trigger has made them.
+    path.write_text("\n".join(["Email,FirstName", *people(14)]) + "\n", encoding="utf-8")
+    answer = json.loads(
+        admin.ok("export", path, "--segment", "cli-u", "--json", "--wait", "--timeout", "120")
+    )
+    (run,) = answer["runs"]
+    assert run["destination"] == "cli-u" and answer["snapshot"] == "cli-u/cli-u.csv"
+    assert run["state"] == "succeeded"
+    found = admin.svc.ledger.get_run(run["run_id"])
+    assert found is not None and (found.etag, found.trigger) == (answer["etag"], "blob")
+    # A typo: refused before anything is uploaded, with the name it probably meant.
+    error_line(
+        admin.run("export", path, "--segment", "cli-uu"),
+        2,
+        "no destination selects segment 'cli-uu'; did you mean 'cli-u'?",
+    )
 
 
 def test_export_to_an_unknown_destination_is_one_error_line(admin: Admin) -> None:
@@ -295,14 +338,14 @@ def test_remove_stops_a_queued_run_the_planner_never_plans_it(admin: Admin) -> N
 
     run = admin.svc.ledger.get_run(queued)
     assert run is not None and run.state == "failed"
-    assert run.error == "the destination was removed: the export was stopped"
+    assert run.error == "the destination was removed before the run was planned: nothing was sent"
     time.sleep(4)  # the host takes the queued request now: the planner refuses it
     run = admin.svc.ledger.get_run(queued)
     assert run is not None and run.state == "failed" and run.batches == 0
     assert admin.members(list_id) == {f"user{i}@example.com" for i in range(25)}  # none sent
     assert not list(admin.storage.app.list_blobs(name_starts_with="state/cli-r/"))
     assert not admin.storage.queue("export-requests").peek_messages()
-    history = json.loads(admin.ok("runs", "list", "--destination", "cli-r", "--json"))
+    history = json.loads(admin.ok("runs", "list", "--destination", "cli-r", "--json"))["runs"]
     assert {r["run_id"] for r in history} == {done, queued}
     error_line(admin.run("destinations", "show", "cli-r"), 2, "no destination")
 

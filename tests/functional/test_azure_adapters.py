@@ -105,6 +105,8 @@ def test_snapshot_versions_are_pinned(storage: Storage) -> None:
     storage.segments.upload_blob(f"{segment}/model.json", b"{}")
     latest = storage.latest_snapshot(segment)
     assert latest is not None and latest.name == f"{segment}/2026-11-02.csv"
+    # One version, one ETag, however it was found (a listing gives it without its quotes).
+    assert latest == storage.snapshot_version(latest.name)
     assert storage.open_snapshot(latest).read() == b"Email\nb@b.co\n"
     storage.segments.upload_blob(f"{segment}/2026-11-02.csv", b"Email\nc@b.co\n", overwrite=True)
     with pytest.raises(ResourceModifiedError):

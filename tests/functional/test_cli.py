@@ -138,8 +138,16 @@ def test_check_prints_the_counts(tmp_path: Path) -> None:
         assert f"{reason} {n}" in breakdown
     assert "first_name_truncated 1" in counts["warnings"][1]
     assert "CSV" in result.stdout
+    # The counts name no address; the sample contact (the user's own file, on their own
+    # terminal) shows the first valid row as SendGrid would receive it.
+    counted, sample = result.stdout.split("\nsample contact", 1)
     for email in CRAFTED_EMAILS:
-        assert email.lower() not in result.stdout.lower()
+        assert email.lower() not in counted.lower()
+    assert json.loads(sample.splitlines()[1]) == {
+        "email": "ann@example.com",
+        "first_name": "Ann",
+        "city": "Oslo",
+    }
 
 
 def test_check_json(tmp_path: Path) -> None:
@@ -303,6 +311,7 @@ EXPORT_MISUSE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("{file}", "--segment", "s", "--allow-mass-removal"),
         ("--allow-mass-removal",),
     ),
+    "force-on-destination": (("--destination", "d", "--force"), ("--force goes with FILE",)),
 }
 
 
@@ -319,11 +328,20 @@ def test_the_admin_commands_are_there() -> None:
     for command, actions in [
         ("destinations", ("add", "update", "list", "show", "test", "remove")),
         ("runs", ("list", "show", "follow")),
+        ("snapshots", ("list", "show", "remove")),
     ]:
         result = run(command, "--help")
         assert result.returncode == 0, result.stderr
         for action in actions:
             assert re.search(rf"^\s+{action}\s", result.stdout, re.M), (command, action)
     result = run("export", "--help")
-    for flag in ("--destination", "--snapshot", "--full-refresh", "--allow-mass-removal", "--wait"):
+    for flag in (
+        "--destination",
+        "--snapshot",
+        "--full-refresh",
+        "--allow-mass-removal",
+        "--wait",
+        "--force",
+        "--json",
+    ):
         assert flag in result.stdout

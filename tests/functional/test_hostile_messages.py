@@ -19,11 +19,18 @@ import pytest
 import exporter.triggers
 from exporter.adapters.secrets import EnvSecretProvider
 from exporter.adapters.sendgrid import SendGridClient
-from exporter.flow import poison
+from exporter.flow import notify, poison
 from exporter.flow.services import Services
-from exporter.model.messages import BatchMessage, ExportRequest, JobCheck, ListCheck, ManifestCheck
+from exporter.model.messages import (
+    BatchMessage,
+    ExportRequest,
+    JobCheck,
+    ListCheck,
+    ManifestCheck,
+    Notification,
+)
 from exporter.model.runs import BatchRecord, RunRecord
-from exporter.triggers import pipeline, snapshots
+from exporter.triggers import notifications, pipeline, snapshots
 from tests.support.fakes import MemoryStorage
 from tests.support.memory_destinations import MemoryDestinationStore
 from tests.support.memory_ledger import MemoryRunLedger
@@ -46,6 +53,8 @@ TRIGGERS: dict[str, tuple[str, Any]] = {
     "list-checks-poison": (pipeline.check_list_poisoned, ListCheck),
     "cdm-manifests": (snapshots.manifest_recheck, ManifestCheck),
     "cdm-manifests-poison": (snapshots.manifest_recheck_poisoned, ManifestCheck),
+    "notifications": (notifications.deliver_notification, Notification),
+    "notifications-poison": (notifications.deliver_notification_poisoned, Notification),
 }
 
 HOSTILE: dict[str, bytes] = {
@@ -257,6 +266,11 @@ POISONED: list[tuple[str, Callable[[Services, Any], None], Any]] = [
     ("contact-batches-poison", poison.batch_poisoned, BatchMessage(run_id=UNKNOWN, batch=3)),
     ("import-jobs-poison", poison.job_poisoned, JobCheck(run_id=UNKNOWN, batch=3, job_id="j1")),
     ("list-checks-poison", poison.list_check_poisoned, ListCheck(run_id=UNKNOWN, look=0)),
+    (
+        "notifications-poison",
+        notify.poisoned,
+        Notification(run_id=UNKNOWN, target="ops", event="list_ready"),
+    ),
 ]
 
 

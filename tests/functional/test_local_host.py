@@ -346,6 +346,21 @@ def test_timer_with_a_one_second_schedule_fires(toy):
     assert not any(r["past_due"] for r in seen)
 
 
+def test_a_disabled_timer_does_not_fire_until_switched_on_without_a_restart(toy):
+    toy.settings["TOY_TIMER_SCHEDULE"] = "* * * * * *"
+    toy.settings["AzureWebJobs.tick.Disabled"] = "true"
+    host = toy.start_host(settings_poll_interval=0.1)
+    assert host.disabled("tick") and not host.disabled("decode")
+
+    time.sleep(2.5)  # two occurrences at least, none run
+    assert toy.records("tick") == []
+
+    toy.settings["AzureWebJobs.tick.Disabled"] = "false"
+    assert toy.settings_file.is_file()  # written again: the host follows it
+    toy.wait_records("tick", 1, timeout=5)
+    assert not host.disabled("tick")
+
+
 def request(
     url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes = b""
 ) -> tuple[int, bytes]:
@@ -362,8 +377,13 @@ def test_http_trigger_keys_routes_and_outputs(toy):
     base = f"{host.http_url}/api"
     key = {"x-functions-key": FUNCTION_KEY}
 
-    assert request(f"{base}/echo/bob")[0] == 401
-    assert request(f"{base}/echo/bob", headers={"x-functions-key": "wrong"})[0] == 401
+    status, body = request(f"{base}/echo/bob")
+    assert status == 401
+    assert json.loads(body)["error"].startswith("this function needs a function key: send")
+    status, body = request(f"{base}/echo/bob", headers={"x-functions-key": "wrong"})
+    assert status == 401
+    assert "the function key is not valid" in json.loads(body)["error"]
+    assert FUNCTION_KEY not in body.decode()
     status, body = request(f"{base}/echo/bob", headers=key)
     assert status == 200
     assert json.loads(body)["route_params"] == {"name": "bob"}
@@ -388,6 +408,15 @@ def test_http_trigger_keys_routes_and_outputs(toy):
     assert request(f"{base}/enqueue", method="POST", body=b"to the queue") == (202, b"queued")
     messages = eventually(lambda: peek_all(toy.queue("TOY_OUTPUT_QUEUE")))
     assert messages == ["to the queue"]
+
+
+def test_a_disabled_http_function_answers_404(toy):
+    toy.settings["AzureWebJobs.echo.Disabled"] = "1"
+    host = toy.start_host()
+    key = {"x-functions-key": FUNCTION_KEY}
+
+    assert request(f"{host.http_url}/api/echo/bob", headers=key)[0] == 404
+    assert request(f"{host.http_url}/api/enqueue", method="POST", body=b"x")[0] == 202
 
 
 def test_route_templates():

@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import math
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +33,7 @@ from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAP
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
-from tests.support.sandbox import SandboxProcess, start_sandbox
+from tests.support.sandbox import SandboxError, SandboxProcess, start_sandbox
 
 pytestmark = pytest.mark.functional
 
@@ -1235,3 +1236,100 @@ def test_new_knobs_come_from_flags_and_environment(monkeypatch: pytest.MonkeyPat
     assert (faults.lose_rate, faults.export_fail_rate) == (0.1, 0.5)  # flags win over SANDBOX_*
     with pytest.raises(SystemExit):
         config_from_args(["--list-lag", "-1"])
+
+
+# --- state kept in a file, keys from a settings file ---------------------------------------------
+
+
+def test_a_state_file_keeps_lists_contacts_and_ids_across_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "sandbox" / "state"
+    first = start_sandbox("--state-file", str(state), "--save-interval", "0.1")
+    try:
+        list_id = make_list(first, "kept")
+        field_id = make_field(first, "tier", "Text")
+        contacts = [ONE | {"custom_fields": {field_id: "gold"}}, {"email": "bob@example.com"}]
+        job_id = upsert(first, contacts, [list_id])
+        assert wait_for_job(first, job_id)["status"] == "completed"
+        found = call(
+            first, "POST", "/v3/marketing/contacts/search/emails", {"emails": [ONE["email"]]}
+        )
+        contact_id = found.body["result"][ONE["email"]]["contact"]["id"]
+        members = first.list_members(list_id)
+        assert first.state()["state_file"] == str(state)
+    finally:
+        first.stop()
+    assert first.process.returncode == 0
+    assert "sandbox state saved" in first.output()
+
+    second = start_sandbox("--state-file", str(state))
+    try:
+        assert "sandbox state loaded" in second.output()
+        assert second.list_members(list_id) == members
+        assert call(second, "GET", f"/v3/marketing/lists/{list_id}").body["contact_count"] == 2
+        assert call(second, "GET", f"/v3/marketing/contacts/{contact_id}").status == 200
+        job = call(second, "GET", f"/v3/marketing/contacts/imports/{job_id}")
+        assert job.body["status"] == "completed"
+        second.reset()  # a reset is saved too
+    finally:
+        second.stop()
+    third = start_sandbox("--state-file", str(state))
+    try:
+        assert third.state()["lists"] == []
+    finally:
+        third.stop()
+
+
+def test_a_state_file_that_cannot_be_read_stops_the_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.write_text("not a state\n")
+    with pytest.raises(SandboxError, match="exited with code 2") as failed:
+        start_sandbox("--state-file", str(state))
+    assert "not a sandbox state file" in str(failed.value)
+
+
+def test_keys_from_a_settings_file_are_the_only_keys_and_follow_it(tmp_path: Path) -> None:
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": {"SENDGRID_KEY_A": "SG.a", "OTHER": "SG.other"}}))
+    sandbox = start_sandbox("--keys-from", str(settings))
+    try:
+        assert call(sandbox, "GET", "/v3/marketing/lists", key="SG.a").status == 200
+        for wrong in ("SG.other", KEY, "SG.b"):
+            answer = call(sandbox, "GET", "/v3/marketing/lists", key=wrong)
+            assert answer.status == 401
+            assert answer.errors() == [{"message": "authorization required"}]
+        state = sandbox.state()
+        assert (state["api_key_required"], state["api_key_names"]) == (True, ["SENDGRID_KEY_A"])
+
+        values = {"SENDGRID_KEY_A": "SG.a", "SENDGRID_KEY_B": "SG.b"}
+        settings.write_text(json.dumps({"Values": values}))
+        assert call(sandbox, "GET", "/v3/marketing/lists", key="SG.b").status == 200
+    finally:
+        sandbox.stop()
+    assert "the accepted API keys changed (added: SENDGRID_KEY_B)" in sandbox.output()
+    assert "SG.b" not in sandbox.output()
+
+
+def test_a_client_that_goes_away_mid_body_gets_a_400_and_nothing_is_applied(
+    sandbox: SandboxProcess,
+) -> None:
+    # A worker stopped mid-upload (a destination removed during its run) is an expected end of
+    # a request, not a failure of the sandbox: no 500, no traceback, nothing stored.
+    host, port = urlsplit(sandbox.url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(
+            b"PUT /v3/marketing/contacts HTTP/1.1\r\nHost: sandbox\r\n"
+            + f"Authorization: Bearer {KEY}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            + b'{"contacts": [{"email": "ann@example.com"}'
+        )
+        conn.shutdown(socket.SHUT_WR)
+        conn.recv(1024)  # whatever it answers, if anything, once it has read what there is
+
+    def counted() -> dict[str, int]:
+        return {k: n for k, n in sandbox.requests().items() if k.startswith("PUT ")}
+
+    deadline = time.monotonic() + 5
+    while not counted() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counted() == {"PUT /v3/marketing/contacts 400": 1}
+    assert_unchanged(sandbox)

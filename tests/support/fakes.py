@@ -6,7 +6,7 @@ import hashlib
 import io
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -68,6 +68,27 @@ class MemoryStorage:
 
     def delete_snapshot(self, name: str) -> None:
         del self.snapshots[name]
+
+    def upload_snapshot(self, name: str, data: IO[bytes], size: int) -> SnapshotVersion:
+        return self.put_snapshot(name, data.read())
+
+    def stage_snapshot(
+        self, name: str, data: IO[bytes], *, stop: Callable[[], bool]
+    ) -> Callable[[], SnapshotVersion]:
+        staged = data.read()
+        return lambda: self.put_snapshot(name, staged)
+
+    def snapshot_files(self, segment: str | None = None) -> Iterator[SnapshotVersion]:
+        for name in sorted(self.snapshots):
+            if is_snapshot_file(name) and (segment is None or name.startswith(f"{segment}/")):
+                yield self.snapshots[name][1]
+
+    def remove_snapshot(self, version: SnapshotVersion) -> bool:
+        held = self.snapshots.get(version.name)
+        if held is None or held[1].etag != version.etag:
+            return False
+        del self.snapshots[version.name]
+        return True
 
     def open_snapshot(self, version: SnapshotVersion) -> IO[bytes] | Parts:
         if cdm.split_entity_snapshot(version.name) is not None:

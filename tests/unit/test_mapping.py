@@ -98,3 +98,43 @@ def test_field_specs_carry_sendgrid_limits():
     assert field_spec("email").max_length == 254
     assert field_spec("custom:Tier").kind == "custom"
     assert normalise_column(" State / Province ") == "stateprovince"
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        "E-Mail-Adresse",
+        "E-Mail",
+        "Email Address",
+        "e_mail",
+        "E-mail address",
+        "Mail",
+        "courriel",
+        "Adresse e-mail",
+        "Adresse électronique",
+        "correo electrónico",
+        "Correo Electrónico",
+        "Dirección de correo electrónico",
+        "Endereço de e-mail",
+        "Indirizzo email",
+        "E-mailadres",
+        "E-post",
+        "Sähköposti",
+        "\ufeffE-Mail-Adresse",  # a BOM left on the header's first cell
+    ],
+)
+def test_localised_email_columns_are_recognised(column):
+    assert resolved(["Vorname", column, "Ort"])["email"] == column
+
+
+def test_accents_and_separators_do_not_matter_when_normalising():
+    assert normalise_column("Correo-Electrónico") == "correoelectronico"
+    assert normalise_column("E_MAIL-ADRESSE") == normalise_column("e-mail adresse")
+    assert normalise_column("Straße") == "strasse"
+
+
+def test_a_likely_email_column_is_suggested_when_none_is_recognised():
+    with pytest.raises(MappingError, match=r"e\.g\. email=WorkMailbox"):
+        FieldMapping().resolve(["Name", "WorkMailbox"])
+    with pytest.raises(MappingError, match=r"e\.g\. email=COLUMN"):
+        FieldMapping().resolve(["Name", "Phone"])

@@ -6,6 +6,7 @@ the same app. `python -m exporter.local.host` (`__main__`) runs it until SIGTERM
 `runtime.LocalHost` in-process. Each module says what it reproduces of Azure's host, and what not:
 
   config     local.settings.json, host.json, storage connections
+  settings   the settings while it runs: the file followed, functions switched off
   app        loading function_app, reading its functions and bindings
   invoker    invocations: thread pool, event loop, functionTimeout, outputs, one log line each
   listener   the polling thread of each queue, blob and timer function

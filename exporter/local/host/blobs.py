@@ -19,7 +19,9 @@ Not as in Azure: the container is always polled (every second); a binding's `sou
 through an internal queue, so its attempt count survives a restart; here it lives in memory (a
 receipt still stops reprocessing of versions that succeeded or were poisoned). Receipts are not
 leased: this host assumes it is the only instance on the storage account. A version overwritten
-before its invocation starts is skipped; the new version triggers on its own.
+before its invocation starts is skipped; the new version triggers on its own. A disabled
+function (`AzureWebJobs.<name>.Disabled`) does not scan; once switched on again, the versions
+written meanwhile trigger.
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ class BlobListener(Listener):
             if self._stopping.is_set() and not self._in_flight:
                 return
             now = time.monotonic()
-            if not self._stopping.is_set() and now >= next_scan:
+            if not self._stopping.is_set() and now >= next_scan and not self.disabled():
                 try:
                     self._scan(now)
                 except AzureError as exc:

@@ -28,6 +28,8 @@ from typing import Any, Final
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import LinearRetry, QueueClient
 
+from exporter.local.settings_file import SettingsFileError, read_values
+
 DEFAULT_CONNECTION: Final = "AzureWebJobsStorage"
 MIN_POLLING_INTERVAL: Final = 0.1
 DEFAULT_FUNCTION_TIMEOUT: Final = 1800.0
@@ -47,22 +49,9 @@ def load_settings(settings_file: Path | None) -> tuple[dict[str, str], dict[str,
     values: dict[str, str] = {}
     if settings_file is not None:
         try:
-            document = json.loads(settings_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise HostError(f"cannot read settings file {settings_file}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise HostError(f"settings file {settings_file} is not valid JSON: {exc}") from exc
-        if not isinstance(document, dict):
-            raise HostError(f"settings file {settings_file} must hold a JSON object")
-        if document.get("IsEncrypted") is True:
-            raise HostError(f"settings file {settings_file} is encrypted: decrypt it first")
-        raw = document.get("Values", {})
-        if not isinstance(raw, dict):
-            raise HostError(f"settings file {settings_file}: Values must be an object")
-        for name, value in raw.items():
-            if not isinstance(value, str):
-                raise HostError(f"settings file {settings_file}: Values.{name} must be a string")
-            values[name] = value
+            values = read_values(settings_file)
+        except SettingsFileError as exc:
+            raise HostError(str(exc)) from exc
     return values, {**values, **os.environ}
 
 

@@ -4,7 +4,9 @@ Functions listen on `/{routePrefix}/{route}`, with `{name}`, `{name?}`, `{*rest}
 constraints int, long, bool, alpha, guid, double, float, decimal, and their `methods`. Auth
 levels: ANONYMOUS needs no key; FUNCTION and ADMIN need the key from the setting
 `LOCAL_FUNCTION_KEY` (generated and logged once when unset, so that it can be used), in the
-header `x-functions-key` or the query `code`, else 401. Core Tools does not check keys locally;
+header `x-functions-key` or the query `code`, else 401 with a JSON body `{"error": ...}` saying
+what is missing (Azure's body is empty). A function switched off by
+`AzureWebJobs.<name>.Disabled` answers 404, as in Azure. Core Tools does not check keys locally;
 this host does, so a missing key fails in tests too. A function gets an
 `azure.functions.HttpRequest` and returns an `HttpResponse` or a `str`; unknown routes and
 methods are 404, a failing function 500. No access log (its request line would carry a `code=`
@@ -14,11 +16,12 @@ key). Not supported: per-function keys, CORS, HTTP streaming.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 import threading
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -169,12 +172,14 @@ class HttpServer:
         function_key: str,
         host: str,
         port: int,
+        disabled: Callable[[str], bool] = lambda name: False,
     ) -> None:
         # Most specific first: literal segments before parameters before optional ones.
         self._functions = sorted(functions, key=lambda f: (*f.route.precedence, 9))
         self._invoker = invoker
         self._prefix = f"/{route_prefix}" if route_prefix else ""
         self._key = function_key
+        self._disabled = disabled
         try:
             self._server: BaseWSGIServer = make_server(
                 host, port, self._wsgi, threaded=True, request_handler=_QuietHandler
@@ -229,8 +234,10 @@ class HttpServer:
                 continue
             if candidate.methods is not None and method not in candidate.methods:
                 continue
+            if self._disabled(candidate.spec.name):
+                return Response(status=404)  # as Azure answers for a disabled function
             if candidate.auth_level != "ANONYMOUS" and not self._authorized(request):
-                return Response(status=401)
+                return _unauthorized(request)
             return self._invoke(candidate, request, route_params)
         return Response(status=404)
 
@@ -255,6 +262,17 @@ class HttpServer:
         except Exception:  # the invoker logged it; Azure answers 500 without details
             return Response(status=500)
         return _to_response(function.spec.name, result)
+
+
+def _unauthorized(request: Request) -> Response:
+    """401 with a JSON body saying what is missing (Azure answers 401 with an empty body)."""
+    given = bool(request.headers.get("x-functions-key") or request.args.get("code"))
+    problem = "the function key is not valid" if given else "this function needs a function key"
+    message = (
+        f"{problem}: send the key in the x-functions-key header or the code query parameter "
+        f"(locally the {FUNCTION_KEY_SETTING} setting, else the key the host logged at start)"
+    )
+    return Response(json.dumps({"error": message}), status=401, content_type="application/json")
 
 
 def _to_response(name: str, result: Any) -> Response:

@@ -1,15 +1,20 @@
 """The polling thread each queue, blob and timer function gets; it can be asked to stop
-(finishing its work in flight) or to abandon that work."""
+(finishing its work in flight) or to abandon that work, and it starts no new work while
+`disabled()` says its function is switched off (`AzureWebJobs.<function>.Disabled`)."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 logger = logging.getLogger("exporter.local.host")
+
+
+def _never() -> bool:
+    return False
 
 
 class Listener:
@@ -20,6 +25,8 @@ class Listener:
         self._stopping = threading.Event()
         self._abandoned = threading.Event()
         self._events: queue.Queue[Any] = queue.Queue()
+        self.disabled: Callable[[], bool] = _never
+        """Whether the function is switched off now (asked before each poll or firing)."""
 
     def start(self) -> None:
         self._thread.start()

@@ -12,7 +12,8 @@ maxDequeueCount copies it, as received, to `<queue>-poison` and deletes it (so d
 with a higher dequeue count, left by a crash). Polling backs off from 100 ms, doubling up to
 maxPollingInterval while the queue is empty, and polls again at once after finding messages. A
 missing queue is created. At stop, a message whose invocation still runs keeps its lease until
-the lease ends, as in Azure.
+the lease ends, as in Azure. A disabled function (`AzureWebJobs.<name>.Disabled`) receives
+nothing until it is switched on again; messages in flight finish.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ logger = logging.getLogger("exporter.local.host")
 
 LEASE_SETTING: Final = "LOCAL_HOST_QUEUE_LEASE_SECONDS"
 QUEUE_LEASE_SECONDS: Final = 600.0
+DISABLED_RECHECK: Final = 1.0
+"""Seconds between looks at whether a disabled function is switched on again."""
 
 
 def queue_listener(
@@ -136,7 +139,9 @@ class QueueListener(Listener):
             now = time.monotonic()
             self._renew_leases(now)
             can_fetch = len(self._in_flight) <= self._config.new_batch_threshold
-            if not self._stopping.is_set() and can_fetch and now >= next_poll:
+            if can_fetch and now >= next_poll and self.disabled():
+                next_poll = now + DISABLED_RECHECK  # switched off: look again later
+            elif not self._stopping.is_set() and can_fetch and now >= next_poll:
                 found = 0
                 try:
                     if not created:

@@ -2,25 +2,28 @@
 
 Starting exports the settings, loads the app, checks every binding (nothing starts when one would
 not work: HostError), then starts the invoker, one listener per queue, blob and timer function,
-and the HTTP server. Stopping (SIGTERM or SIGINT for the CLI) stops polling and listening, waits
-for invocations in flight and settles their messages; one still running at the timeout keeps its
+the HTTP server, and follows `local.settings.json` (`settings`: API keys and
+`AzureWebJobs.<function>.Disabled` apply to the next invocations; other changes say to
+restart). Stopping (SIGTERM or SIGINT for the CLI) stops polling and listening, waits for
+invocations in flight and settles their messages; one still running at the timeout keeps its
 lease until the lease ends, as in Azure. The settings exported and the app module are taken back,
 so a test can start another host in the same process.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from exporter.local.host.app import AppModule, FunctionInfo, FunctionSpec, function_spec
 from exporter.local.host.blobs import BLOB_POLL_INTERVAL, BlobSlots, blob_listener
-from exporter.local.host.config import HostConfig, HostError, load_settings
+from exporter.local.host.config import HostConfig, HostError
 from exporter.local.host.http import (
     DEFAULT_HTTP_PORT,
     FUNCTION_KEY_SETTING,
@@ -31,6 +34,7 @@ from exporter.local.host.http import (
 from exporter.local.host.invoker import Invoker, thread_count
 from exporter.local.host.listener import Listener
 from exporter.local.host.queues import queue_listener
+from exporter.local.host.settings import SETTINGS_POLL_INTERVAL, LiveSettings
 from exporter.local.host.timers import timer_listener
 
 logger = logging.getLogger("exporter.local.host")
@@ -50,13 +54,25 @@ class LocalHost:
         http_host: str = "127.0.0.1",
         blob_poll_interval: float = BLOB_POLL_INTERVAL,
         queue_lease: float | None = None,
+        defaults: Mapping[str, str] | None = None,
+        restart_hint: str = "restart the host",
+        settings_poll_interval: float = SETTINGS_POLL_INTERVAL,
     ) -> None:
-        """`settings_file` and `host_json` default to those files in `app_dir` when present;
-        `http_port` 0 picks a free port; `blob_poll_interval` and `queue_lease` (seconds) are
-        there for tests (`queue_lease` defaults to the setting LOCAL_HOST_QUEUE_LEASE_SECONDS,
-        else Azure's 10 minutes)."""
+        """`settings_file` and `host_json` default to those files in `app_dir` when present
+        (a `local.settings.json` that appears later is followed too); `http_port` 0 picks a free
+        port; `defaults` are settings that the file and the environment override;
+        `restart_hint` starts the warning about a change that needs a restart ("restart
+        `exporter up`"); `blob_poll_interval` and `queue_lease` (seconds) are there for tests
+        (`queue_lease` defaults to the setting LOCAL_HOST_QUEUE_LEASE_SECONDS, else Azure's 10
+        minutes)."""
         self.app_dir = Path(app_dir).resolve()
-        self._settings_file = _optional_file(settings_file, self.app_dir / "local.settings.json")
+        default_settings = self.app_dir / "local.settings.json"
+        self._live = LiveSettings(
+            _optional_file(settings_file, default_settings) or default_settings,
+            defaults,
+            restart_hint=restart_hint,
+            poll_interval=settings_poll_interval,
+        )
         self._host_json = _optional_file(host_json, self.app_dir / "host.json")
         self._http_port = http_port
         self._http_host = http_host
@@ -64,7 +80,6 @@ class LocalHost:
         self._blob_poll_interval = blob_poll_interval
         self._queue_lease = queue_lease
         self._settings: dict[str, str] = {}
-        self._exported: dict[str, str] = {}
         self._functions: tuple[FunctionInfo, ...] = ()
         self._listeners: list[Listener] = []
         self._invoker: Invoker | None = None
@@ -72,7 +87,7 @@ class LocalHost:
         self._function_key = ""
         self._started = False
         self._stopped = False
-        self._live = False
+        self._running = False
         self._slots: BlobSlots | None = None
 
     @property
@@ -88,6 +103,10 @@ class LocalHost:
     def http_url(self) -> str | None:
         port = self.http_port
         return None if port is None else f"http://{self._http_host}:{port}"
+
+    def disabled(self, function_name: str) -> bool:
+        """Whether `AzureWebJobs.<function_name>.Disabled` switches the function off now."""
+        return self._live.disabled(function_name)
 
     @property
     def function_key(self) -> str:
@@ -127,11 +146,7 @@ class LocalHost:
         self._teardown(timeout)
 
     def _start(self) -> None:
-        values, self._settings = load_settings(self._settings_file)
-        for name, value in values.items():
-            if name not in os.environ:
-                os.environ[name] = value
-                self._exported[name] = value
+        self._settings = self._live.load()
         config = HostConfig.load(self._host_json)
         app = self._app_module.load()
         functions = app.get_functions()  # once: it builds (and validates) the functions
@@ -155,6 +170,7 @@ class LocalHost:
                 invoker,
                 route_prefix=config.route_prefix,
                 function_key=self._function_key,
+                disabled=self._live.disabled,
                 host=self._http_host,
                 port=self._http_port,
             )
@@ -171,7 +187,8 @@ class LocalHost:
             listener.start()
         if self._http is not None:
             self._http.start()
-        self._live = True
+        self._live.start_following()
+        self._running = True
         logger.info(
             "host started: %d functions%s",
             len(specs),
@@ -179,6 +196,11 @@ class LocalHost:
         )
 
     def _listener(self, spec: FunctionSpec, invoker: Invoker, config: HostConfig) -> Listener:
+        listener = self._new_listener(spec, invoker, config)
+        listener.disabled = functools.partial(self._live.disabled, spec.name)
+        return listener
+
+    def _new_listener(self, spec: FunctionSpec, invoker: Invoker, config: HostConfig) -> Listener:
         if spec.trigger_type == "timerTrigger":
             return timer_listener(spec, invoker)
         if spec.trigger_type == "queueTrigger":
@@ -209,14 +231,11 @@ class LocalHost:
             self._invoker.shutdown(deadline - time.monotonic())
         if self._http is not None:
             self._http.close()
-        for name, value in self._exported.items():
-            if os.environ.get(name) == value:
-                del os.environ[name]
-        self._exported.clear()
+        self._live.stop()
         self._app_module.unload()
-        if self._live:
+        if self._running:
             logger.info("host stopped")
-        self._live = False
+        self._running = False
 
 
 def _optional_file(given: Path | str | None, default: Path) -> Path | None:

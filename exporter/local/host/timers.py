@@ -5,11 +5,14 @@ once at start; the `azure.functions.TimerRequest`'s `past_due` is True when the 
 more than 5 s after its occurrence; one invocation at a time, and occurrences missed meanwhile
 collapse into one late run. Not as in Azure: no schedule status is kept (`useMonitor`), so
 occurrences missed while the host was down are not run at startup; no `WEBSITE_TIME_ZONE`.
+A disabled function (`AzureWebJobs.<name>.Disabled`) keeps its schedule but runs no occurrence
+(nor at startup) until it is switched on again; each skipped occurrence is logged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -22,6 +25,8 @@ from exporter.local.host.listener import Listener
 from exporter.local.ncrontab import Schedule
 
 PAST_DUE_TOLERANCE: Final = timedelta(seconds=5)
+
+logger = logging.getLogger("exporter.local.host")
 
 
 def timer_listener(spec: FunctionSpec, invoker: Invoker) -> TimerListener:
@@ -69,6 +74,13 @@ class TimerListener(Listener):
             due = following
 
     def _fire(self, due: datetime, *, past_due: bool, following: datetime) -> None:
+        if self.disabled():
+            logger.info(
+                "function %s is disabled: its occurrence at %s is not run",
+                self._spec.name,
+                due.isoformat(timespec="seconds"),
+            )
+            return
         now = datetime.now(UTC)
         request = TimerRequest(
             past_due=past_due,

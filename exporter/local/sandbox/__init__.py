@@ -22,6 +22,8 @@ says what it reproduces of SendGrid, and what not:
   store_lists         its lists
   store_exports       its contact exports and their files
   store_model         its answers and errors
+  keys                which bearer keys it accepts: any, one, or those of a local.settings.json
+  persist, saver      its state kept in a file between runs (`--state-file`), and saved
 
 Segments, billing and subusers do not exist here.
 """

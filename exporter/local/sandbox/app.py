@@ -2,11 +2,13 @@
 spec to their handlers (`api_*`), `/__sandbox/` to the control endpoints (`control`).
 
 A /v3 request meets, in order: latency, a dropped connection, an injected 500, an injected 429,
-bearer-key auth (401), the rate limit (429), the route (404; 405 with `Allow`; 501 for the spec's
-endpoints the sandbox does not implement), the body cap (413 over 6,000,000 bytes: no request
-body is read further), validation against the spec (400), its handler (500 if it fails), and
-then maybe a lost answer. Logs carry method, path, status and duration, never a body, a query
-string (export signatures) or the API key.
+bearer-key auth (401: no key, or not a key it accepts, see `keys`), the rate limit (429), the
+route (404; 405 with `Allow`; 501 for the spec's endpoints the sandbox does not implement), the
+body cap (413 over 6,000,000 bytes: no request body is read further), validation against the
+spec (400), its handler (500 if it fails), and then maybe a lost answer. Logs carry method,
+path, status and duration, never a body, a query string (export signatures) or the API key.
+With a state file (`persist`), every request but a GET, a reset and every job or export the
+job thread finishes lead to a save a little later (`saver`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from exporter.local.sandbox import api_contacts, api_exports, api_fields, api_lists
@@ -35,7 +37,10 @@ from exporter.local.sandbox.config import SandboxConfig
 from exporter.local.sandbox.control import control
 from exporter.local.sandbox.faults import Dice, DroppedConnection, Faults, drop_connection
 from exporter.local.sandbox.jobs import JobRunner
+from exporter.local.sandbox.keys import AcceptedKeys
+from exporter.local.sandbox.persist import load
 from exporter.local.sandbox.rate_limit import RateLimiter, rate_headers
+from exporter.local.sandbox.saver import Saver
 from exporter.local.sandbox.spec import Route, find_route, routes, spec_problems
 from exporter.local.sandbox.store import SandboxStore
 
@@ -73,21 +78,39 @@ class _BodyRequest(Request):
 
 
 class SandboxApp:
-    """The WSGI application, with its store and the thread that finishes import jobs.
+    """The WSGI application, with its store, the thread that finishes import jobs, and (with a
+    state file) the thread that saves the store.
 
-    Use `close()` (or `with`) to stop the job thread when used in-process.
+    Use `close()` (or `with`) to stop the threads (and save the state) when used in-process.
+    Raises `SettingsFileError` (the keys' file) or `StateFileError` when they cannot be read.
     """
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
+        self.keys = AcceptedKeys(config.api_key, config.keys_from)
         self.store = SandboxStore()
+        self._saver: Saver | None = None
+        if config.state_file is not None:
+            loaded = load(self.store, config.state_file)
+            if loaded is None:
+                log.info("no sandbox state at %s yet: starting empty", config.state_file)
+            else:
+                log.info(
+                    "sandbox state loaded from %s: %d contacts, %d lists, %d import jobs",
+                    config.state_file,
+                    loaded["contacts"],
+                    loaded["lists"],
+                    loaded["jobs"],
+                )
+            self._saver = Saver(self.store, config.state_file, config.save_interval)
+            self._saver.start()
         self._faults = config.faults
         self._dice = Dice(config.seed)
         self._limiter = RateLimiter()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._counts_lock = threading.Lock()
         routes()  # load the specs before the first request, not during it
-        self._jobs = JobRunner(self.store, lambda: self._faults, self._dice)
+        self._jobs = JobRunner(self.store, lambda: self._faults, self._dice, self.changed)
         self._jobs.start()
 
     def __enter__(self) -> Self:
@@ -97,7 +120,16 @@ class SandboxApp:
         self.close()
 
     def close(self) -> None:
+        """Stop the job thread; with a state file, save what changed since the last save."""
         self._jobs.close()
+        if self._saver is not None:
+            self._saver.close()
+            self._saver = None
+
+    def changed(self) -> None:
+        """The store changed (or may have): save it soon, when it is kept in a file."""
+        if self._saver is not None:
+            self._saver.changed()
 
     @property
     def faults(self) -> Faults:
@@ -116,6 +148,7 @@ class SandboxApp:
             self._counts.clear()
         self._dice.reseed()
         self._faults = self.config.faults
+        self.changed()
 
     # --- WSGI ----------------------------------------------------------------------------------
 
@@ -164,7 +197,7 @@ class SandboxApp:
             remaining, reset = 0, math.ceil(now + 1)
             response = error_response(429, "too many requests")
             response.headers["X-Sandbox-Fault"] = "throttle"
-        elif not token or (self.config.api_key is not None and token != self.config.api_key):
+        elif token is None or not self.keys.accepts(token):
             remaining, reset = self._limiter.peek(token or "", now, limit, faults.rate_window)
             response = error_response(401, "authorization required")
         else:
@@ -177,6 +210,8 @@ class SandboxApp:
                 except Exception:
                     log.exception("%s %s failed inside the sandbox", request.method, request.path)
                     response = error_response(500, "internal sandbox error")
+                if request.method.upper() != "GET":
+                    self.changed()
         response.headers.update(rate_headers(limit, remaining, reset))
         if self._dice.roll(faults.lose_rate):
             self.count(key, "lost")
@@ -203,6 +238,11 @@ class SandboxApp:
             raw = request.get_data(cache=True)
         except RequestEntityTooLarge:
             return error_response(413, f"request body must be at most {MAX_BODY_BYTES:,} bytes")
+        except ClientDisconnected:
+            # The client gave up mid-body (a worker stopped, a removed destination's upload cut
+            # short): nothing was applied; one line, not a 500 with a traceback.
+            log.info("%s %s: the client went away before its body arrived", method, route.template)
+            return error_response(400, "the request body ended before its Content-Length")
         body: Any = None
         if method in route.with_body:
             try:

@@ -1,5 +1,7 @@
 """The sandbox's startup settings: `SandboxConfig`, from flags and `SANDBOX_<FLAG>` variables
-(flags win)."""
+(flags win). By default the sandbox keeps its state in memory and accepts any non-empty key;
+`--state-file` keeps it in a file between runs (`persist`), `--api-key` and `--keys-from` say
+which keys it accepts (`keys`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from exporter.local.sandbox.faults import Faults
@@ -21,9 +24,15 @@ class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 3030
     api_key: str | None = None
-    """The one accepted bearer key; None accepts any non-empty key."""
+    """A bearer key accepted (besides those of `keys_from`); with neither, any non-empty key."""
     seed: int | None = None
     faults: Faults = _NO_FAULTS
+    keys_from: Path | None = None
+    """A local.settings.json: accept exactly the API keys it holds, followed while running."""
+    state_file: Path | None = None
+    """Where the state is kept between runs; None: in memory only."""
+    save_interval: float = 2.0
+    """Seconds from a change to its save in `state_file` (at least)."""
 
 
 def _env(name: str, default: str | None) -> str | None:
@@ -45,7 +54,22 @@ def _parser() -> argparse.ArgumentParser:
 
     flag("host", str, "127.0.0.1", "address to listen on (default %(default)s)")
     flag("port", int, 3030, "port to listen on; 0 picks a free one (default %(default)s)")
-    flag("api-key", str, None, "the one accepted bearer key (default: any non-empty key)")
+    flag("api-key", str, None, "a bearer key to accept (default: any non-empty key)")
+    flag(
+        "keys-from",
+        Path,
+        None,
+        "a local.settings.json: accept exactly the API keys written in its SENDGRID_KEY_* "
+        "settings, followed while running (default: any non-empty key)",
+    )
+    flag(
+        "state-file",
+        Path,
+        None,
+        "keep the state (lists, contacts, fields, jobs) in this file between runs: loaded at "
+        "start, saved after changes and at stop (default: in memory only)",
+    )
+    flag("save-interval", float, 2.0, "seconds from a change to its save in --state-file")
     flag("job-delay", float, d.job_delay, "seconds an upsert job stays pending")
     flag("rate-limit", int, d.rate_limit, "requests per window and API key")
     flag("rate-window", float, d.rate_window, "rate-limit window in seconds")
@@ -86,11 +110,16 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SandboxConfig, 
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if not args.save_interval > 0:
+        parser.error("--save-interval must be a positive number of seconds")
     config = SandboxConfig(
         host=args.host,
         port=args.port,
         api_key=args.api_key or None,
         seed=args.seed,
         faults=faults,
+        keys_from=args.keys_from,
+        state_file=args.state_file,
+        save_interval=args.save_interval,
     )
     return config, str(args.log_level).upper()

@@ -57,7 +57,9 @@ def _state(app: SandboxApp) -> dict[str, Any]:
     state = app.store.summary()
     state["faults"] = app.faults.as_dict()
     state["seed"] = app.config.seed
-    state["api_key_required"] = app.config.api_key is not None
+    state["api_key_required"] = app.keys.required
+    state["api_key_names"] = app.keys.names()
+    state["state_file"] = None if app.config.state_file is None else str(app.config.state_file)
     return state
 
 

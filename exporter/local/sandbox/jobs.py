@@ -20,8 +20,16 @@ class JobRunner:
     """The job thread of one sandbox; `faults` gives the faults in force. Started by `start()`,
     woken by `wake()` (a job or export was queued, the faults changed), stopped by `close()`."""
 
-    def __init__(self, store: SandboxStore, faults: Callable[[], Faults], dice: Dice) -> None:
+    def __init__(
+        self,
+        store: SandboxStore,
+        faults: Callable[[], Faults],
+        dice: Dice,
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`changed` is called after the thread finished a job or an export."""
         self._store = store
+        self._changed = changed
         self._faults = faults
         self._dice = dice
         self._wake = threading.Event()
@@ -44,21 +52,26 @@ class JobRunner:
         list changes visible when due; sleeps until the next of them is due."""
         while not self._stopping.is_set():
             self._wake.clear()
+            finished = False
             try:
-                self._finish_due_jobs()
+                finished = self._finish_due_jobs()
             except Exception:  # keep the thread alive; a broken job must not stop the others
                 log.exception("import job failed inside the sandbox")
             try:
-                self._finish_due_exports()
+                finished = self._finish_due_exports() or finished
             except Exception:
                 log.exception("contact export failed inside the sandbox")
+            if finished:
+                self._changed()
             self._store.apply_due_changes()
             next_due = self._store.next_due()
             timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
             self._wake.wait(timeout)
 
-    def _finish_due_jobs(self) -> None:
-        for job_id in self._store.due_jobs(time.monotonic()):
+    def _finish_due_jobs(self) -> bool:
+        """Whether any job was due."""
+        due = self._store.due_jobs(time.monotonic())
+        for job_id in due:
             job = self._store.job(job_id)
             if job is None:  # reset in between
                 continue
@@ -77,9 +90,12 @@ class JobRunner:
                 )
             except NotFound:
                 continue
+        return bool(due)
 
-    def _finish_due_exports(self) -> None:
-        for export_id in self._store.due_exports(time.monotonic()):
+    def _finish_due_exports(self) -> bool:
+        """Whether any export was due."""
+        due = self._store.due_exports(time.monotonic())
+        for export_id in due:
             fail = self._dice.roll(self._faults().export_fail_rate)
             started = time.perf_counter()
             try:
@@ -96,3 +112,4 @@ class JobRunner:
                 done.file_count,
                 time.perf_counter() - started,
             )
+        return bool(due)

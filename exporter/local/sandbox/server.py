@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Self
@@ -14,6 +15,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from exporter.local.process import configure_logging, serve_until_signal
 from exporter.local.sandbox.app import build_app
 from exporter.local.sandbox.config import SandboxConfig, config_from_args
+from exporter.local.sandbox.persist import StateFileError
+from exporter.local.settings_file import SettingsFileError
 
 log = logging.getLogger("exporter.local.sandbox")
 
@@ -69,10 +72,15 @@ class SandboxServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the sandbox until SIGTERM or SIGINT; prints one `sandbox listening on URL` line."""
+    """Run the sandbox until SIGTERM or SIGINT; prints one `sandbox listening on URL` line.
+    Exit status 2 when its state file or keys' file cannot be read, or its port is taken."""
     config, level = config_from_args(argv)
     configure_logging(level)
-    server = SandboxServer(config)
+    try:
+        server = SandboxServer(config)
+    except (StateFileError, SettingsFileError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     serve_until_signal(server.start, server.shutdown, lambda: f"sandbox listening on {server.url}")
     log.info("sandbox stopped")
     return 0

@@ -9,7 +9,8 @@ Measured with 200,000 contacts: about 220 bytes per contact with only an email (
 So a million contacts take about 300 MB. `tests/unit/test_sandbox_store.py` guards the order.
 Contact ids are not stored either: a contact's id is derived from its slot (a random per-store
 UUID prefix + the slot XOR a random mask), so it is a valid version-4 UUID, stable for the life of
-the store, and unknown again after `reset()`. A deleted contact keeps its slot as a tombstone (an
+the store (across restarts too, with a state file: `persist` keeps the prefix and mask), and
+unknown again after `reset()`. A deleted contact keeps its slot as a tombstone (an
 empty email): its id stops resolving, and the same email later gets a new slot and a new id.
 
 SendGrid's lag: list membership changes (contacts joining a list when an upsert job is applied,
