@@ -29,7 +29,7 @@ install: $(STAMP)
 	$(PY) -c "from pathlib import Path; from exporter.local.azurite import ensure_installed; ensure_installed(Path('.').resolve())"
 
 test: $(STAMP) lint typecheck check-infra
-	$(PY) -m pytest -q -n 3 --dist loadfile
+	$(PY) -m pytest -q -n 4 --dist loadfile
 
 # ruff, and the import rules of docs/architecture.md (import-linter: contracts in pyproject.toml).
 lint: $(STAMP)
