@@ -9,7 +9,7 @@ INFRA_VENV  := .venv-infra
 INFRA_PY    := $(INFRA_VENV)/bin/python
 INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: install test lint typecheck check-infra unit demo bench clean
+.PHONY: install test lint typecheck check-infra unit demo bench clean browser
 
 $(STAMP): pyproject.toml requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,25 @@ $(INFRA_STAMP): infra/requirements.txt
 install: $(STAMP)
 	$(PY) -c "from pathlib import Path; from exporter.local.azurite import ensure_installed; ensure_installed(Path('.').resolve())"
 
-test: $(STAMP) lint typecheck check-infra
+test: $(STAMP) lint typecheck check-infra browser
 	$(PY) -m pytest -q -n 4 --dist loadfile
+
+# The browser tests (tests/browser) drive Debian's Chromium with Playwright (never a browser
+# download): installed here when missing, which needs root (as CI runs). The fallback font
+# draws the sample segments' names in every script in the screenshots (docs/screenshots).
+BROWSER_PACKAGES := chromium fonts-droid-fallback
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! test -d /usr/share/fonts/truetype/droid; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	      --no-install-recommends $(BROWSER_PACKAGES); \
+	  elif ! command -v chromium >/dev/null 2>&1; then \
+	    echo "make browser: Chromium is missing; install Debian's packages as root:" \
+	      "sudo apt-get install --no-install-recommends $(BROWSER_PACKAGES)" >&2; exit 1; \
+	  else \
+	    echo "make browser: no fonts-droid-fallback: screenshots show boxes for some names" >&2; \
+	  fi; \
+	fi
 
 # ruff, and the import rules of docs/architecture.md (import-linter: contracts in pyproject.toml).
 lint: $(STAMP)

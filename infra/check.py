@@ -13,7 +13,12 @@ Exit 1, listing every problem, when:
 - an alert rule reads log lines the app no longer writes (an event or field renamed under
   exporter/), watches another workspace than the one the app logs to, tells no action group,
   lacks a required property, or an alert operators rely on (failed runs, poison messages,
-  list drift) is gone: see infra/check_alerts.py.
+  list drift) is gone: see infra/check_alerts.py;
+- the web console's sign-in (App Service Authentication with Entra ID, authsettingsV2) is
+  missing or weak, excludes a path it must not (the console, an anonymous route) or misses one
+  the JSON API or the platform needs, or disagrees with the app settings, the app role the
+  postprovision hook defines, or the hook itself; a hook script does not parse (bash -n, and
+  shellcheck where installed): see infra/check_auth.py.
 Exit 2 when checkov cannot be run or its output cannot be read.
 """
 
@@ -29,6 +34,8 @@ from typing import Any
 
 from check_alerts import alert_problems
 from check_alerts import summary as alerts_summary
+from check_auth import auth_problems
+from check_auth import summary as auth_summary
 from pycep import BicepParser
 
 CHECKOV_TIMEOUT_SECONDS = 600
@@ -68,6 +75,7 @@ def main(argv: list[str]) -> int:
     parsed, problems = parse_templates(templates)
     problems += broad_role_grants(templates)
     problems += alert_problems(parsed, root)
+    problems += auth_problems(parsed, root)
     skips = [skip for template in templates for skip in skip_comments(template)]
     problems += [unjustified(skip) for skip in skips if not skip.justification]
 
@@ -81,6 +89,7 @@ def main(argv: list[str]) -> int:
     print(summary(report, len(templates)), flush=True)
     if alerts := alerts_summary(parsed):
         print(alerts, flush=True)
+    print(auth_summary(parsed), flush=True)
     if problems:
         print(f"\ninfra check FAILED ({len(problems)} problem(s)):", file=sys.stderr)
         for problem in problems:

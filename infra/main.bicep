@@ -56,6 +56,9 @@ param alertSmsCountryCode string = '1'
 @description('Phone number the alerts are texted to, digits only, without the country code: azd env ALERT_SMS_PHONE. Empty: no SMS.')
 param alertSmsPhoneNumber string = ''
 
+@description('Application (client) id of the web console\'s Entra app registration: azd env AZURE_CONSOLE_CLIENT_ID, set by the postprovision hook (infra/hooks/postprovision.sh). Empty: the console stays closed (auth.bicep).')
+param consoleClientId string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -153,12 +156,26 @@ module functionApp 'app/function.bicep' = {
   }
 }
 
-// azd passes these to later steps (the postdeploy hook) as environment variables.
+// App Service Authentication with Entra ID in front of the web console (/api/console/); the
+// JSON API, Event Grid and the host's admin API keep their keys. The postprovision hook creates
+// the app registration, stores its client id in the azd environment and applies this again.
+module consoleAuth 'app/auth.bicep' = {
+  name: 'console-auth'
+  scope: rg
+  params: {
+    functionAppName: functionApp.outputs.name
+    clientId: consoleClientId
+  }
+}
+
+// azd passes these to later steps (the postprovision and postdeploy hooks) as environment variables.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_CONSOLE_URL string = consoleAuth.outputs.consoleUrl
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_BLOB_EVENTS_TOPIC_NAME string = storage.outputs.systemTopicName
 output AZURE_BLOB_EVENTS_DEAD_LETTER_CONTAINER string = storage.outputs.deadLetterContainerName

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final, get_args
 
 from exporter.admin.errors import NotFoundError
@@ -26,14 +27,26 @@ def find_runs(
     destination: str | None = None,
     state: str | None = None,
     limit: int = 50,
+    segment: str | None = None,
+    since: datetime | None = None,
 ) -> list[RunRecord]:
-    """The newest runs first, optionally of one destination and in one state."""
+    """The newest runs first, optionally of one destination, of one segment, in one state, and
+    requested at or after `since` (aware)."""
     if state is not None and state not in RUN_STATES:
         raise InputError(f"state must be one of {', '.join(sorted(RUN_STATES))}")
     if not 1 <= limit <= 1000:
         raise InputError("limit must be from 1 to 1000")
-    found = svc.ledger.runs(destination or None, limit=1_000_000 if state else limit)
-    return [r for r in found if state is None or r.state == state][:limit]
+    if since is not None and since.utcoffset() is None:
+        raise InputError("since needs a time zone (UTC: end it with Z)")
+    filtered = bool(state or segment or since)
+    found = svc.ledger.runs(destination or None, limit=1_000_000 if filtered else limit)
+    return [
+        r
+        for r in found
+        if (state is None or r.state == state)
+        and (not segment or r.segment == segment)
+        and (since is None or r.created_at >= since)
+    ][:limit]
 
 
 def active_runs(svc: Services) -> list[RunRecord]:

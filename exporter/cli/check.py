@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from exporter.admin.destinations import get_destination
+from exporter.admin.preview import dry_run_source, summary
 from exporter.cli.connect import connect
 from exporter.core.batching import DEFAULT_LIMITS
 from exporter.core.mapping import FieldMapping, field_spec
-from exporter.core.planning import PlanStats, plan
 from exporter.core.reject_report import RejectReport
 from exporter.core.snapshots.formats import Format
-from exporter.core.snapshots.snapshot import Snapshot, open_snapshot
-from exporter.core.synced_state.delta import Delta
 
 
 def command(args: argparse.Namespace) -> int:
@@ -51,29 +49,12 @@ def over(base: FieldMapping, given: FieldMapping) -> FieldMapping:
     return FieldMapping({**kept, **given.explicit}, base.use_defaults and given.use_defaults)
 
 
-class _FirstContact(Delta):
-    """Planning's observer for a dry run: duplicates found as a run finds them (nothing kept),
-    and the first contact that would be sent, as its JSON text."""
-
-    def __init__(self) -> None:
-        super().__init__(collect=False)
-        self.first: str | None = None
-
-    def observe(self, email: str, contact_json: str, mask: int = 0) -> bool | None:
-        sent = super().observe(email, contact_json, mask)
-        if sent and self.first is None:
-            self.first = contact_json
-        return sent
-
-
 def run_check(
     path: Path, mapping: FieldMapping, format: Format | None, rejects: Path | None
 ) -> dict[str, Any]:
     report = RejectReport(rejects) if rejects else None
-    first = _FirstContact()
     try:
-        with open_snapshot(path, mapping=mapping, format=format) as snapshot:
-            stats = plan(snapshot, on_reject=report, delta=first)
+        result = dry_run_source(path, mapping, format=format, on_reject=report)
     except BaseException:
         if report is not None and rejects is not None:
             report.close()
@@ -81,20 +62,9 @@ def run_check(
         raise
     if report is not None:
         report.close()
-    sample = json.loads(first.first) if first.first is not None else None
-    return _summary(path, snapshot, stats) | {"sample": sample}
-
-
-def _summary(path: Path, snapshot: Snapshot, stats: PlanStats) -> dict[str, Any]:
-    mapping = snapshot.mapping
-    return {
-        "file": str(path),
-        "format": snapshot.format,
-        "compressed": snapshot.compressed,
-        "delimiter": snapshot.delimiter,
-        "mapping": {f.name: c for f, c in zip(mapping.fields, mapping.columns, strict=True)},
-        **stats.as_dict(),
-    }
+    first = result.first.first
+    sample = json.loads(first) if first is not None else None
+    return summary(str(path), result.snapshot, result.stats) | {"sample": sample}
 
 
 def _breakdown(counts: dict[str, int]) -> str:

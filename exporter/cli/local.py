@@ -119,6 +119,8 @@ def up_banner(stack: Any) -> list[str]:
         f"  SendGrid sandbox at {stack.sandbox_url}, {accepts}; state in {kept} "
         f"({lists} lists, {contacts:,} contacts; `up --fresh` starts both empty)",
         f"  Functions host, HTTP on {stack.host_url}/api",
+        f"  web console at {stack.host_url}/api/console/ (sign in with LOCAL_FUNCTION_KEY "
+        f"of {settings.name})",
         f"  {settings.name} is followed: SENDGRID_KEY_* and AzureWebJobs.<function>.Disabled "
         f"apply at once, other changes say to restart",
     ]

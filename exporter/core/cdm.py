@@ -10,7 +10,7 @@ This module only parses and checks: it turns a manifest's bytes into `Manifest` 
 can be exported, and why the others cannot), with each partition's blob in our `segments`
 container (resolved by `exporter.core.cdm_locations`), and names an entity's snapshot. Reading
 blobs is the storage adapter's job (`exporter.adapters.azure_storage`); what happens when a
-manifest arrives is the flow's (`exporter.flow.runs`). No Azure imports, no network.
+manifest arrives is the flow's (`exporter.flow.cdm_folders`). No Azure imports, no network.
 """
 
 from __future__ import annotations

@@ -122,7 +122,11 @@ class Services:
     def sendgrid(self, destination: Destination) -> SendGrid:
         """The client for a destination's key, resolved now: when the key behind the secret
         changes (rotation), a new client replaces the old one, so no client outlives its key."""
-        name = destination.api_key_secret
+        return self.sendgrid_for(destination.api_key_secret)
+
+    def sendgrid_for(self, name: str) -> SendGrid:
+        """The client for the key stored under `name` (a key's name: `SENDGRID_KEY_<NAME>`),
+        as `sendgrid` gives it for a destination with that `api_key_secret`."""
         key = self.secrets.get(name)
         fingerprint = hashlib.sha256(key.encode()).hexdigest()
         with self._lock:

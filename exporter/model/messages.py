@@ -43,7 +43,7 @@ NOTIFICATIONS: Final = "notifications"
 POISON_SUFFIX: Final = "-poison"
 
 RUN_ID_PATTERN: Final = r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{12}$"
-"""A run id as `exporter.flow.runs.make_run_id` writes it: UTC time, then 12 hex digits."""
+"""A run id as `exporter.flow.run_requests.make_run_id` writes it: UTC time, then 12 hex digits."""
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 """Azure's limit on a queue message; a larger body is refused before it is parsed."""
 MAX_BATCH_INDEX: Final = 999_999

@@ -53,8 +53,8 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
       '${identityId}': {}
     }
   }
-  //checkov:skip=CKV_AZURE_17:HTTP API callers authenticate with function keys and Event Grid's webhook deliveries with the blobs_extension key; neither can present a client certificate.
-  //checkov:skip=CKV_AZURE_222:The blob trigger is fed by Event Grid webhooks and the HTTP API is called from outside Azure, so the app needs its public endpoint; every route needs a key (no anonymous functions).
+  //checkov:skip=CKV_AZURE_17:HTTP API callers authenticate with function keys, Event Grid's webhook deliveries with the blobs_extension key and console users with Entra ID sign-in; none can present a client certificate.
+  //checkov:skip=CKV_AZURE_222:The blob trigger is fed by Event Grid webhooks, the HTTP API is called and the console opened from outside Azure, so the app needs its public endpoint; every API route needs a key and the console's routes sit behind App Service Authentication (auth.bicep), checking the signed-in principal and its app role themselves.
   //checkov:skip=CKV_AZURE_212:Flex Consumption scales instances by demand (down to zero); there is no fixed worker count to raise.
   //checkov:skip=CKV_AZURE_213:Flex Consumption does not support App Service health checks; the platform replaces unhealthy instances itself.
   properties: {
@@ -90,6 +90,14 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
         // Two malloc arenas, not eight per core: memory one worker thread frees is reused by
         // the next (1M-profile benchmark: host peak 213-251 MB with 2, 266-286 MB without).
         { name: 'MALLOC_ARENA_MAX', value: '2' }
+        // The web console (/api/console/): signed in by App Service Authentication with Entra
+        // ID (auth.bicep), then the app requires this app role, which the postprovision hook
+        // defines on the registration (infra/hooks/console-app-roles.json).
+        { name: 'CONSOLE_AUTH', value: 'entra' }
+        { name: 'CONSOLE_ROLE', value: 'Exporter.Admin' }
+        // The sign-in's client credential: this identity's assertion instead of a client secret
+        // (auth.bicep's clientSecretSettingName; a federated credential on the registration).
+        { name: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID', value: identityClientId }
       ]
     }
     functionAppConfig: {

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.local.ncrontab import Schedule
+from exporter.core.ncrontab import Schedule
 
 
 def at(*parts: int) -> datetime:

@@ -1,6 +1,6 @@
 """Timer triggers: NCRONTAB schedules in UTC, run on startup, past due, one run at a time.
 
-Schedules have 6 or 5 fields (`exporter.local.ncrontab`) and run in UTC; `runOnStartup` fires
+Schedules have 6 or 5 fields (`exporter.core.ncrontab`) and run in UTC; `runOnStartup` fires
 once at start; the `azure.functions.TimerRequest`'s `past_due` is True when the invocation starts
 more than 5 s after its occurrence; one invocation at a time, and occurrences missed meanwhile
 collapse into one late run. Not as in Azure: no schedule status is kept (`useMonitor`), so
@@ -18,11 +18,11 @@ from typing import Final
 
 from azure.functions.timer import TimerRequest
 
+from exporter.core.ncrontab import Schedule
 from exporter.local.host.app import FunctionSpec
 from exporter.local.host.config import THREAD_PREFIX, HostError
 from exporter.local.host.invoker import Invoker
 from exporter.local.host.listener import Listener
-from exporter.local.ncrontab import Schedule
 
 PAST_DUE_TOLERANCE: Final = timedelta(seconds=5)
 

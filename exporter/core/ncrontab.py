@@ -1,8 +1,9 @@
 """NCRONTAB schedules, as the Azure Functions timer trigger reads them.
 
-The local host needs the next occurrence of a `schedule` such as `0 */5 * * * *`; a parser this
-small is easier to keep faithful to Azure than a general cron library. Azure evaluates schedules
-with the NCrontab .NET library, and this module follows it where cron dialects differ:
+The local host's timers and the console's overview (the next refresh, from `REFRESH_SCHEDULE`)
+need the next occurrence of a `schedule` such as `0 */5 * * * *`; a parser this small is easier
+to keep faithful to Azure than a general cron library. Pure: no clock, no I/O. Azure evaluates
+schedules with the NCrontab .NET library, and this module follows it where cron dialects differ:
 
 - 6 fields `second minute hour day month day-of-week`, or 5 fields (no seconds: second 0);
 - `*`, numbers, ranges `a-b`, steps `*/n`, `a-b/n` and `a/n` (= `a-max/n`), lists `a,b,c`;
