@@ -434,6 +434,9 @@ def test_export_now_and_watch_the_run_succeed_live(
     page.goto(console.url(f"/destinations/{NAME}"))
     page.get_by_role("button", name="Export now").click()
     expect(page).to_have_url(re.compile(r"/api/console/runs/[^/?]+$"))
+    # The URL changes when the navigation commits, before the page's own load event: wait for
+    # it, so a later load can only be a reload.
+    page.wait_for_load_state("load")
     story.run_id = page.url.rsplit("/", 1)[1]
     page.evaluate(WATCH)
     loads: list[str] = []
