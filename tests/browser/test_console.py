@@ -276,6 +276,8 @@ def test_add_destination_through_the_whole_flow(
 
     # 5. Data matching: the segment's latest snapshot's columns for each field.
     page.get_by_label("Segment", exact=True).select_option(SEGMENT)
+    # Choosing the segment reads its columns again: wait for that answer before choosing.
+    expect(page.locator("#columns-status")).not_to_contain_text("Reading")
     email = page.get_by_label("Email column")
     expect(email.locator("option[value='PrimaryEmail']")).to_have_count(1)
     columns = email.locator("option").evaluate_all("os => os.map(o => o.value).filter(Boolean)")
@@ -293,6 +295,11 @@ def test_add_destination_through_the_whole_flow(
     page.get_by_label("First name column").select_option("FirstName")
     page.get_by_label("Last name column").select_option("")
     page.get_by_label("Country column").select_option("CountryRegion")
+    # Columns read again (the segment chosen again) keep every choice, "not mapped" included.
+    page.get_by_label("Segment", exact=True).select_option(SEGMENT)
+    expect(page.locator("#columns-status")).not_to_contain_text("Reading")
+    expect(page.get_by_label("Last name column")).to_have_value("")
+    expect(page.get_by_label("First name column")).to_have_value("FirstName")
     page.get_by_role("button", name="Add custom field").click()
     page.get_by_label("Custom field name").fill("loyalty_tier")
     page.get_by_label("Custom field type").select_option("Text")

@@ -133,10 +133,18 @@
   // --- the segment's columns ---------------------------------------------------------------
   function fillColumns(select, keep, fallback) {
     var emptyLabel = select.options.length ? select.options[0].textContent : "— not mapped —";
+    // A select that already offered columns holds a choice, "not mapped" included: keep it
+    // (columns arriving late, or again, never undo what the person chose).
+    var chosenBefore = select.options.length > 1;
     clear(select);
     select.appendChild(el("option", emptyLabel)).value = "";
     var names = columns ? columns.columns : [];
-    var chosen = names.indexOf(keep) >= 0 ? keep : fallback || "";
+    var chosen;
+    if (names.indexOf(keep) >= 0 || (chosenBefore && keep === "")) {
+      chosen = keep;
+    } else {
+      chosen = fallback || "";
+    }
     names.forEach(function (name) {
       var option = el("option", name);
       option.value = name;
