@@ -148,7 +148,7 @@ def fail_run(svc: Services, run_id: str, reason: str, *, state: str = FAILED) ->
 
     run = svc.ledger.update_run(run_id, change)
     wrap_up(svc, run)
-    event("run ended", run_id=run_id, state=run.state, reason=reason)
+    event("run ended", run_id=run_id, destination=run.destination, state=run.state, reason=reason)
     return svc.ledger.get_run(run_id) or run
 
 

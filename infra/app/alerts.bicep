@@ -82,10 +82,10 @@ resource alertsReadLogs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// A run that ended `failed`: "run finished" names its destination; "run ended" (a run that
-// could not go on: no consent, list gone, file unreadable, over the cap, planning poisoned ...)
-// does not, so the destination comes from the run's earlier lines of the last two days
-// (overrideQueryTimeRange), while only the last 15 minutes (windowSize) are counted.
+// A run that ended `failed`: "run finished" and "run ended" (a run that could not go on) name
+// its destination; lines written before "run ended" did take it from the run's earlier lines
+// of the last two days (overrideQueryTimeRange), still looked up as a fallback, while only
+// the last 15 minutes (windowSize) are counted.
 resource failedRuns 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
   name: 'exporter-runs-failed'
   location: location

@@ -100,7 +100,7 @@ def test_the_events_the_alerts_rely_on_are_logged_with_their_fields(
 ) -> None:
     lines = check_alerts.app_lines(REPO / "exporter").lines
     assert {"run_id", "destination", "state"} <= lines["run finished"]
-    assert {"run_id", "state"} <= lines["run ended"]
+    assert {"run_id", "destination", "state"} <= lines["run ended"]
     assert {"run_id", "look", "missing", "changed", "extra"} <= lines["list looked at"]
     assert {"queue", "reason"} <= lines["queue message dropped:"]
 
