@@ -8,7 +8,7 @@ and the list's size as SendGrid counted it when the run ended (`list_count`, Non
 The next refresh is the timer's next occurrence (`REFRESH_SCHEDULE`, NCRONTAB, UTC, parsed as
 Azure does: `exporter.core.ncrontab`). What is failing now (`Problem`): the last run that ended
 failed; its last look at the list still found it different after SendGrid's lag (drift, the
-rule of `exporter.flow.finish.confirmed_difference`); one of its notifications failed; a run
+rule of `exporter.model.runs.confirmed_difference`); one of its notifications failed; a run
 that has not ended recorded nothing for `STUCK_AFTER` (what the flow takes for a dead run).
 """
 
@@ -21,11 +21,10 @@ from typing import Final, Literal
 
 from exporter.core.ncrontab import Schedule
 from exporter.core.redact import mask_emails
-from exporter.flow.finish import confirmed_difference
 from exporter.flow.services import Services
 from exporter.flow.slots import STALE_HOLDER
 from exporter.model.destinations import Destination
-from exporter.model.runs import RunRecord, differences
+from exporter.model.runs import RunRecord, confirmed_difference, differences
 
 CHART_RUNS: Final = 12
 """Runs per destination x segment the overview charts (the newest)."""

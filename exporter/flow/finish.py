@@ -23,7 +23,14 @@ from exporter.flow import commit, notify, slots
 from exporter.flow.events import brief, event
 from exporter.flow.services import Services
 from exporter.model.messages import LIST_CHECKS, ListCheck
-from exporter.model.runs import BatchRecord, RunRecord, differences, totals, utcnow
+from exporter.model.runs import (
+    BatchRecord,
+    RunRecord,
+    confirmed_difference,
+    differences,
+    totals,
+    utcnow,
+)
 from exporter.ports.sendgrid import NotFound, SendGridError
 
 log = logging.getLogger("exporter.flow.runs")
@@ -203,15 +210,6 @@ def outcome(run: RunRecord, batches: Sequence[BatchRecord]) -> tuple[str, str]:
             "they are not on the list; the next run sends them again"
         )
     return "succeeded", ""
-
-
-def confirmed_difference(run: RunRecord) -> bool:
-    """The run's last look found the list different from the segment, and it was a second look
-    (taken `verify_lag` after the first saw the difference): not SendGrid's lag."""
-    if not run.looks or run.looks % 2:
-        return False
-    extra = run.extra if run.sync_mode == "mirror" else 0
-    return bool(run.missing or run.changed or extra)
 
 
 def list_gone(destination: str, list_id: str) -> str:

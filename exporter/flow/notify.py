@@ -5,7 +5,7 @@ Events (`events_of`), decided from the run's final record:
 - `run_failed`: the run ended `failed` (its reason in the payload);
 - `list_drift`: the run's last look at its list, taken a lag after one that saw the list differ
   (after healing it, when the run could), still found it different from the segment
-  (`exporter.flow.finish.confirmed_difference`): members missing, with other field values, or
+  (`exporter.model.runs.confirmed_difference`): members missing, with other field values, or
   (mirror mode) not in the segment. A list that could not be read back is not drift: that run
   says "not verified", its outcome comes from its batches;
 - `rejects_above`: more than the target's `reject_share` of the rows read were rejected;
@@ -54,7 +54,7 @@ from exporter.model.notifications import (
     delivery_id,
     signature,
 )
-from exporter.model.runs import RunRecord
+from exporter.model.runs import RunRecord, confirmed_difference
 from exporter.ports.notifier import TargetRefused, TargetUnreachable
 from exporter.ports.secrets import SecretUnavailable
 
@@ -74,20 +74,11 @@ def events_of(run: RunRecord, target: NotificationTarget) -> list[NotifyEvent]:
         return []
     happened = {
         "run_failed": run.state == "failed",
-        "list_drift": drifted(run),
+        "list_drift": confirmed_difference(run),
         "rejects_above": run.rows > 0 and reject_share(run) > target.reject_share,
         "list_ready": run.state == "succeeded",
     }
     return [e for e in target.events if happened[e]]
-
-
-def drifted(run: RunRecord) -> bool:
-    """The same rule as `exporter.flow.finish.confirmed_difference` (which this module cannot
-    import: finish calls it): a second look, a lag after the first, found a difference."""
-    if not run.looks or run.looks % 2:
-        return False
-    extra = run.extra if run.sync_mode == "mirror" else 0
-    return bool(run.missing or run.changed or extra)
 
 
 def run_ended(svc: Services, run: RunRecord) -> None:

@@ -222,6 +222,16 @@ def totals(batches: Iterable[BatchRecord]) -> dict[str, int]:
     return out
 
 
+def confirmed_difference(run: RunRecord) -> bool:
+    """The run's last look found the list different from the segment, and it was a second look
+    (taken `verify_lag` after the first saw the difference): not SendGrid's lag. What ends a run
+    failed as drift (`exporter.flow.finish`), notifies `list_drift` and shows in the overview."""
+    if not run.looks or run.looks % 2:
+        return False
+    extra = run.extra if run.sync_mode == "mirror" else 0
+    return bool(run.missing or run.changed or extra)
+
+
 def differences(run: RunRecord) -> str:
     """What the run's last look at its list found different from the segment."""
     parts = [f"{run.missing or 0:,} missing", f"{run.changed or 0:,} with other field values"]

@@ -8,7 +8,7 @@ import pytest
 
 from exporter.flow import finish
 from exporter.model.messages import LIST_CHECKS
-from exporter.model.runs import BatchRecord, RunRecord
+from exporter.model.runs import BatchRecord, RunRecord, confirmed_difference
 from exporter.ports.sendgrid import NotFound
 from tests.support.memory_flow import UNVERIFIED, MemoryWorld, segment_csv
 
@@ -83,11 +83,11 @@ def test_what_still_differs_after_healing_being_what_sendgrid_refused_is_with_er
 
 
 def test_a_first_look_that_differed_is_not_yet_a_confirmed_difference() -> None:
-    assert not finish.confirmed_difference(run(looks=1, missing=5))
-    assert finish.confirmed_difference(run(looks=2, missing=5))
-    assert not finish.confirmed_difference(run(looks=2, missing=0, changed=0, extra=0))
-    assert not finish.confirmed_difference(run(looks=2, missing=0, extra=3))  # upsert mode
-    assert finish.confirmed_difference(run(looks=2, missing=0, extra=3, sync_mode="mirror"))
+    assert not confirmed_difference(run(looks=1, missing=5))
+    assert confirmed_difference(run(looks=2, missing=5))
+    assert not confirmed_difference(run(looks=2, missing=0, changed=0, extra=0))
+    assert not confirmed_difference(run(looks=2, missing=0, extra=3))  # upsert mode
+    assert confirmed_difference(run(looks=2, missing=0, extra=3, sync_mode="mirror"))
 
 
 def test_a_gone_list_says_what_to_do() -> None:
